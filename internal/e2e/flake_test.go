@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/testutil"
+)
+
+func nixOut(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("nix", args...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("nix %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return string(out)
+}
+
+// The flake's `targets` output (one cheap eval, nixpkgs untouched: the
+// override is not given) must agree with what the Go inventory reads.
+func TestFlakeTargetsOutputMatchesInventory(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	out := nixOut(t, dir, "eval", "--json", ".#targets")
+	fromNix, err := inventory.Parse([]byte(out), "nix eval")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromGo, err := inventory.LoadRepo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fromNix.Targets, fromGo.Targets) {
+		t.Fatalf("flake and Go disagree:\nnix: %+v\ngo:  %+v", fromNix.Targets, fromGo.Targets)
+	}
+	if len(fromGo.Targets) != 3 {
+		t.Fatalf("expected the three example targets, got %v", fromGo.Names())
+	}
+}
+
+func toplevels(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	double := filepath.Join(dir, nix.DoubleDir)
+	args := []string{"build", "--no-link", "--json"}
+	names := []string{"dev-workstation", "lab-server", "media-center"}
+	for _, n := range names {
+		args = append(args, ".#nixosConfigurations."+n+".config.system.build.toplevel")
+	}
+	args = append(args, (nix.Flake{Dir: dir, Nixpkgs: double}).Args()...)
+	var res []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(nixOut(t, dir, args...)), &res); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for i, n := range names {
+		m[n] = res[i].Outputs["out"]
+	}
+	return m
+}
+
+// The double's systems change exactly when a target's modules change, and
+// do not depend on unrelated files of the repository.
+func TestDoubleToplevelFollowsModuleContent(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	before := toplevels(t, dir)
+	for n, p := range before {
+		out, err := exec.Command(filepath.Join(p, "bin", "switch-to-configuration"), "dry-activate").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "would switch /run/current-system") {
+			t.Fatalf("%s: switch-to-configuration dry-activate: %v %s", n, err, out)
+		}
+		if v, err := exec.Command("cat", filepath.Join(p, "nixos-version")).Output(); err != nil || len(v) == 0 {
+			t.Fatalf("%s: no nixos-version", n)
+		}
+	}
+	testutil.Edit(t, dir, "README.md", "nixos-config", "nixos-config (edited)")
+	testutil.Edit(t, dir, "targets/media-center/configuration.nix", "openFirewall = true;", "openFirewall = true; # edited")
+	after := toplevels(t, dir)
+	if after["media-center"] == before["media-center"] {
+		t.Error("editing media-center's configuration did not change its system")
+	}
+	for _, n := range []string{"dev-workstation", "lab-server"} {
+		if after[n] != before[n] {
+			t.Errorf("%s changed although only media-center and the README were edited", n)
+		}
+	}
+	testutil.Edit(t, dir, "targets/common/base.nix", "tmux wget curl", "tmux wget curl file")
+	common := toplevels(t, dir)
+	for n := range before {
+		if common[n] == after[n] {
+			t.Errorf("%s did not change when targets/common/base.nix did", n)
+		}
+	}
+}

@@ -1,0 +1,42 @@
+# Test double for nixpkgs.
+#
+# Real nixpkgs needs Nix >= 2.18 and network access. Offline checks, the lab
+# and the tests substitute this flake for the `nixpkgs` input:
+#
+#   nix flake check --override-input nixpkgs path:$PWD/internal/nix/double --no-write-lock-file
+#
+# It provides the small part of nixpkgs the repository uses:
+#   * lib.nixosSystem: a simplified module system (imports, options with
+#     defaults, mkIf/mkMerge/mkDefault/mkForce, conflict detection) whose
+#     config.system.build.toplevel is built with /bin/sh and coreutils only.
+#     The toplevel contains nixos-version and a working
+#     bin/switch-to-configuration that behaves like NixOS's on a lab target
+#     (see switch-to-configuration.sh). Its store path depends on the content
+#     of the target's module files, so editing a target changes only that
+#     target's system.
+#   * lib: the functions the modules use.
+#   * legacyPackages.<system>: stub packages, enough for devShells/formatter.
+#
+# Test-only options read from the configuration (undefined in real NixOS, so
+# only test copies of the repository set them):
+#   lab.simulate.activation.exitCode   switch-to-configuration exits with it
+#   lab.simulate.activation.message    printed on stderr before failing
+#   lab.simulate.sshd                  "stop", or { port = N; }: applied on switch/test
+#   lab.simulate.closure.sharedMiB     size of a dependency shared by all targets
+#   lab.simulate.closure.uniqueMiB     size of a dependency unique to this target
+{
+  description = "Test double for nixpkgs (offline checks and the lab; not for real machines)";
+
+  outputs = { self }:
+    let
+      lib = import ./lib.nix;
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forSystems = f: lib.genAttrs systems f;
+    in
+    {
+      lib = lib // {
+        nixosSystem = import ./nixos-system.nix { inherit lib; double = self; };
+      };
+      legacyPackages = forSystems (system: import ./pkgs.nix { inherit system; });
+    };
+}

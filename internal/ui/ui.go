@@ -1,0 +1,90 @@
+// Package ui renders the toolkit's output: plain timestamped lines when the
+// output is not a terminal, colour (unless NO_COLOR is set) and progress bars
+// when it is, and tables.
+package ui
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// Printer writes progress and status lines. It is safe for concurrent use.
+type Printer struct {
+	W     io.Writer
+	TTY   bool // the writer is a terminal: no timestamps, bars allowed
+	Color bool // ANSI colours allowed
+	Now   func() time.Time
+
+	mu sync.Mutex
+}
+
+// New inspects w: a terminal gets colours (unless NO_COLOR is set, see
+// https://no-color.org) and no timestamps; anything else gets plain
+// timestamped lines without escape codes.
+func New(w io.Writer) *Printer {
+	p := &Printer{W: w, Now: time.Now}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.TTY = true
+		p.Color = os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	}
+	return p
+}
+
+const (
+	red    = "\x1b[31m"
+	green  = "\x1b[32m"
+	yellow = "\x1b[33m"
+	bold   = "\x1b[1m"
+	reset  = "\x1b[0m"
+)
+
+func (p *Printer) paint(code, s string) string {
+	if !p.Color {
+		return s
+	}
+	return code + s + reset
+}
+
+// Linef writes one line; off a terminal it starts with a UTC timestamp.
+func (p *Printer) Linef(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	msg := fmt.Sprintf(format, args...)
+	if !p.TTY {
+		now := time.Now
+		if p.Now != nil {
+			now = p.Now
+		}
+		msg = now().UTC().Format("2006-01-02T15:04:05Z") + " " + msg
+	}
+	fmt.Fprintln(p.W, msg)
+}
+
+// OK renders s as success.
+func (p *Printer) OK(s string) string { return p.paint(green, s) }
+
+// Bad renders s as failure.
+func (p *Printer) Bad(s string) string { return p.paint(red, s) }
+
+// Warning renders s as a warning.
+func (p *Printer) Warning(s string) string { return p.paint(yellow, s) }
+
+// Bold renders s in bold.
+func (p *Printer) Bold(s string) string { return p.paint(bold, s) }
+
+// Table writes rows aligned in columns under a header.
+func Table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}

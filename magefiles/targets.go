@@ -1,0 +1,44 @@
+//go:build mage
+
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/ui"
+)
+
+// Targets lists the inventory: name, address, SSH user, system and tags of
+// every target (alias: list). Reads targets/*/target.json, or the inventory
+// file given with -inventory (e.g. the lab's).
+func Targets(ctx context.Context,
+	inventory *string, // inventory file to read instead of targets/*/target.json (e.g. a lab's inventory.json)
+) error {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return err
+	}
+	inv, err := loadInventory(e, inventory)
+	if err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(inv.Targets))
+	for _, t := range inv.Targets {
+		tags := strings.Join(t.Tags, ",")
+		if tags == "" {
+			tags = "-"
+		}
+		rows = append(rows, []string{t.Name, t.Address, t.User, t.System, tags})
+	}
+	return ui.Table(os.Stdout, []string{"NAME", "ADDRESS", "USER", "SYSTEM", "TAGS"}, rows)
+}
+
+func loadInventory(e *env, file *string) (*inventory.Inventory, error) {
+	if file != nil && *file != "" {
+		return inventory.LoadFile(*file)
+	}
+	return inventory.LoadRepo(e.root)
+}

@@ -1,0 +1,81 @@
+# Base system for every target: Nix, SSH, networking, locale, disk hygiene.
+# Options verified against nixpkgs (nixos-unstable, 26.11): file names below
+# are relative to nixos/modules/ in the nixpkgs repository.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.homelab;
+in
+{
+  options.homelab = {
+    fail2ban.enable = lib.mkEnableOption "fail2ban, which bans addresses after repeated failed SSH logins";
+  };
+
+  config = {
+    nix.settings = {
+      experimental-features = [ "nix-command" "flakes" ];
+      auto-optimise-store = true;
+
+      # Deployments copy closures that were built on another machine. Those
+      # paths are unsigned, and the nix-daemon accepts unsigned paths only from
+      # trusted users; being in wheel is not enough on its own. Trusting @wheel
+      # is root-equivalent, which wheel already is through sudo.
+      # (config/nix.nix adds "root" to this list itself.)
+      trusted-users = [ "root" "@wheel" ];
+
+      # Keep builds from filling the disk: when free space on /nix drops
+      # below 1 GiB during a build, collect garbage until 5 GiB are free.
+      # (Free-form settings; nix.nix checks them against `nix config show`.)
+      min-free = 1024 * 1024 * 1024;
+      max-free = 5 * 1024 * 1024 * 1024;
+    };
+
+    # Old generations keep their whole closure alive; delete them weekly.
+    # (services/misc/nix-gc.nix)
+    nix.gc = {
+      automatic = true;
+      dates = "weekly";
+      options = "--delete-older-than 30d";
+    };
+
+    # A small /boot fills up with kernels of old generations; keep ten boot
+    # entries. Both loaders are listed so a target can use either.
+    # (system/boot/loader/systemd-boot/systemd-boot.nix, loader/grub/grub.nix)
+    boot.loader.systemd-boot.configurationLimit = lib.mkDefault 10;
+    boot.loader.grub.configurationLimit = lib.mkDefault 10;
+
+    # Key-only SSH. The settings are sshd_config keys: the two authentication
+    # switches are booleans, PermitRootLogin is an enum string.
+    # (services/networking/ssh/sshd.nix)
+    services.openssh = {
+      enable = true;
+      settings = {
+        PasswordAuthentication = false;
+        KbdInteractiveAuthentication = false;
+        PermitRootLogin = "no";
+      };
+    };
+
+    # NetworkManager manages every interface (and turns networking.useDHCP
+    # off itself). Do not also enable DHCP on a named interface such as eth0:
+    # two DHCP clients would fight over it, and real hardware rarely has eth0.
+    networking.networkmanager.enable = true;
+    networking.firewall = {
+      enable = true;
+      allowedTCPPorts = [ 22 ];
+    };
+
+    services.fail2ban.enable = cfg.fail2ban.enable;
+
+    environment.systemPackages = with pkgs; [ vim git htop tmux wget curl ];
+
+    time.timeZone = "America/Los_Angeles";
+    i18n.defaultLocale = "en_US.UTF-8";
+
+    # The NixOS release this machine was FIRST INSTALLED with. It decides the
+    # on-disk formats of stateful services (e.g. the PostgreSQL major version),
+    # so never raise it on an existing machine, even after upgrading nixpkgs.
+    # A target installed with another release overrides it in its
+    # configuration.nix: system.stateVersion = "25.11";
+    system.stateVersion = lib.mkDefault "26.05";
+  };
+}

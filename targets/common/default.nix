@@ -1,0 +1,8 @@
+# Modules shared by every target. flake.nix imports this directory for each
+# target; add new shared modules to the list below.
+{
+  imports = [
+    ./base.nix
+    ./users.nix
+  ];
+}
