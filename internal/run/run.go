@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -172,4 +173,31 @@ func ShellJoin(args ...string) string {
 		q[i] = Quote(a)
 	}
 	return strings.Join(q, " ")
+}
+
+// Spawn starts a long-lived process detached from the caller (own session,
+// standard streams to logPath) and returns its PID without waiting for it.
+// Used only for the lab's per-target init processes.
+func (x Exec) Spawn(c Cmd, logPath string) (int, error) {
+	cmd := exec.Command(c.Name, c.Args...)
+	cmd.Dir = c.Dir
+	if len(c.Env) > 0 {
+		cmd.Env = append(cmd.Environ(), c.Env...)
+	}
+	if logPath != "" {
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("%s: %w", c.String(), err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it when it exits, for as long as this process lives.
+	go func() { _ = cmd.Wait() }()
+	return pid, nil
 }
