@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/magefile/mage/mg"
+	"golang.org/x/term"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/lab"
@@ -113,6 +115,23 @@ func (Lab) Status(ctx context.Context) error {
 	return printLabStatus(ctx, e, l)
 }
 
+// readSecret reads a line with hidden input from the terminal, or from
+// standard input when it is not one.
+func readSecret(prompt string) (string, error) {
+	fd := int(os.Stdin.Fd())
+	if term.IsTerminal(fd) {
+		fmt.Fprint(os.Stderr, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		return string(b), err
+	}
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", fmt.Errorf("no password on standard input")
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
 func printLabStatus(ctx context.Context, e *env, l *lab.Lab) error {
 	st, err := l.Status(ctx)
 	if err != nil {
@@ -143,8 +162,8 @@ func printLabStatus(ctx context.Context, e *env, l *lab.Lab) error {
 }
 
 // Fault turns a fault knob on a lab host. Knobs: sshd-stop, sshd-start,
-// rotate-hostkey, accept-hostkeys, sudo-password=<password>, sudo-none,
-// sudo-nopasswd, untrust, trust, nixdaemon-stop, nixdaemon-start,
+// rotate-hostkey, accept-hostkeys, sudo-password (read from standard input), sudo-none,
+// sudo-nopasswd, sudo-uninstall, sudo-reinstall, untrust, trust, nixdaemon-stop, nixdaemon-start,
 // disk=<MiB> (0 restores), rate=<Mbit/s>, loss=<percent>, link-down, link-up,
 // blackhole, unblackhole, clear (rate and loss off).
 func (Lab) Fault(ctx context.Context, host, knob string) error {
@@ -177,11 +196,19 @@ func (Lab) Fault(ctx context.Context, host, knob string) error {
 	case "accept-hostkeys":
 		err = l.AcceptHostKeys()
 	case "sudo-password":
-		err = l.RequireSudoPassword(ctx, host, val)
+		// The password comes from standard input, never from the command line.
+		var pw string
+		if pw, err = readSecret("lab sudo password for " + host + ": "); err == nil {
+			err = l.RequireSudoPassword(ctx, host, pw)
+		}
 	case "sudo-none":
 		err = l.RemoveSudo(ctx, host)
 	case "sudo-nopasswd":
 		err = l.PasswordlessSudo(ctx, host)
+	case "sudo-uninstall":
+		err = l.DisableSudoBinary(ctx, host, true)
+	case "sudo-reinstall":
+		err = l.DisableSudoBinary(ctx, host, false)
 	case "untrust":
 		err = l.TrustUser(ctx, host, false)
 	case "trust":

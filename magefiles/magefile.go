@@ -18,7 +18,8 @@ import (
 
 // Aliases for targets.
 var Aliases = map[string]interface{}{
-	"list": Targets,
+	"list":       Targets,
+	"build:host": BuildHost,
 }
 
 // env is what every target needs: the repository, a process runner and output.

@@ -2,7 +2,6 @@
 package e2e
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -146,8 +145,4 @@ func TestCheckRealNixpkgsNeedsNewNix(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "evaluating against the test double instead") {
 		t.Fatalf("fallback not announced:\n%s", r.Combined())
 	}
-}
-
-func TestMain(m *testing.M) {
-	os.Exit(m.Run())
 }

@@ -89,6 +89,14 @@ var (
 	systemRE = regexp.MustCompile(`^[a-z0-9_]+-[a-z0-9_]+$`)
 )
 
+// ValidateUser checks an SSH user name.
+func ValidateUser(user string) error {
+	if !userRE.MatchString(user) {
+		return fmt.Errorf("invalid user %q", user)
+	}
+	return nil
+}
+
 var hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
 // ValidateAddress accepts an IPv4/IPv6 address or a DNS host name.

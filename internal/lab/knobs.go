@@ -205,6 +205,28 @@ func (l *Lab) RemoveSudo(ctx context.Context, host string) error {
 	return l.clearSudoTimestamps(host)
 }
 
+// DisableSudoBinary makes /usr/bin/sudo unusable for the deploy user on the
+// host (as if sudo were not installed: `command -v sudo` finds nothing), or
+// restores it.
+func (l *Lab) DisableSudoBinary(ctx context.Context, host string, disabled bool) error {
+	h, err := l.Host(host)
+	if err != nil {
+		return err
+	}
+	stub := filepath.Join(h.Dir, "sudo-disabled")
+	if err := os.WriteFile(stub, nil, 0o700); err != nil {
+		return err
+	}
+	script := `while mountpoint -q /usr/bin/sudo; do umount /usr/bin/sudo; done
+if [ "$1" = on ]; then mount --bind "$2" /usr/bin/sudo; fi`
+	state := "off"
+	if disabled {
+		state = "on"
+	}
+	_, err = l.Exec(ctx, host, "/bin/sh", "-c", script, "disable-sudo", state, stub)
+	return err
+}
+
 func (l *Lab) setSudoers(host, rule string) error {
 	p, err := l.fsPath(host, "etc/sudoers.d/lab")
 	if err != nil {

@@ -34,10 +34,16 @@ type Nix struct {
 type Flake struct {
 	Dir     string // absolute path of the repository
 	Nixpkgs string // absolute path to use as the nixpkgs input; empty: the locked one
+	Rev     string // a commit of the repository to use instead of the work tree
 }
 
 // Ref is the flake reference for installables.
-func (f Flake) Ref() string { return f.Dir }
+func (f Flake) Ref() string {
+	if f.Rev != "" {
+		return "git+file://" + f.Dir + "?rev=" + f.Rev
+	}
+	return f.Dir
+}
 
 // Args are the flags that substitute the nixpkgs input without touching flake.lock.
 func (f Flake) Args() []string {
@@ -224,4 +230,13 @@ func (n Nix) EvalJSON(ctx context.Context, f Flake, attr, apply string) (string,
 	args = append(args, f.Args()...)
 	out, err := n.output(ctx, "nix", args...)
 	return out, n.wrap(err, f)
+}
+
+// Rel returns e with its file made relative to the flake source.
+func (e *Error) Rel(root string) *Error {
+	c := *e
+	if c.File != "" {
+		c.File = relative(c.File, root)
+	}
+	return &c
 }

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 )
@@ -79,12 +80,33 @@ func (p *Printer) Warning(s string) string { return p.paint(yellow, s) }
 // Bold renders s in bold.
 func (p *Printer) Bold(s string) string { return p.paint(bold, s) }
 
-// Table writes rows aligned in columns under a header.
+var ansiRE = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+
+// visibleWidth is the number of characters a cell takes on screen.
+func visibleWidth(s string) int { return utf8.RuneCountInString(ansiRE.ReplaceAllString(s, "")) }
+
+// Table writes rows aligned in columns under a header. Colour codes in
+// cells do not count towards the width.
 func Table(w io.Writer, header []string, rows [][]string) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	all := append([][]string{header}, rows...)
+	widths := make([]int, len(header))
+	for _, r := range all {
+		for i, c := range r {
+			if i < len(widths) && visibleWidth(c) > widths[i] {
+				widths[i] = visibleWidth(c)
+			}
+		}
 	}
-	return tw.Flush()
+	var b strings.Builder
+	for _, r := range all {
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-visibleWidth(c)+2))
+			}
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

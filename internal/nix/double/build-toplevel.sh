@@ -1,4 +1,8 @@
 # Builder of the double's toplevel. Runs under /bin/sh with PATH=/usr/bin:/bin.
+if [ -n "$buildFailure" ]; then
+	echo "$buildFailure" >&2
+	exit 1
+fi
 mkdir -p "$out/bin"
 printf '%s\n' "$release" > "$out/nixos-version"
 printf '%s\n' "$hostName" > "$out/hostname"

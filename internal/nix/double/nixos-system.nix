@@ -153,6 +153,7 @@ let
       switchScript = ./switch-to-configuration.sh;
       PATH = "/usr/bin:/bin";
       inherit hostName release exitCode sshdAction;
+      buildFailure = sim.build.failure or "";
       failMessage = activation.message or "switch-to-configuration: activation failed (simulated)";
       stateVersion = merged.system.stateVersion or release;
       moduleHashes = builtins.concatStringsSep " " (concatMap (m: m.hashes) collected);

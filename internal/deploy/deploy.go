@@ -1,0 +1,741 @@
+package deploy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/gitx"
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/sshx"
+)
+
+// Deployer deploys the repository's systems to targets.
+type Deployer struct {
+	Root      string
+	Runner    run.Runner
+	Nix       nix.Nix
+	Git       gitx.Git
+	Connector Connector
+	Report    Reporter
+	Sudo      *Sudo
+}
+
+// Source is what a run deploys: the flake (work tree or commit) and the commit.
+type Source struct {
+	Flake  nix.Flake
+	Commit string // full commit id; empty in a repository without commits
+	Dirty  bool   // work tree with uncommitted changes (only with -allowdirty)
+}
+
+// Resolve decides what to build: a given revision, or the work tree (which
+// must be clean unless AllowDirty).
+func (d *Deployer) Resolve(ctx context.Context, o Options) (Source, error) {
+	src := Source{Flake: nix.Flake{Dir: d.Root}}
+	if o.Offline {
+		src.Flake.Nixpkgs = filepath.Join(d.Root, nix.DoubleDir)
+	} else {
+		v, err := d.Nix.Version(ctx)
+		if err != nil {
+			return src, err
+		}
+		if !v.AtLeast(nix.MinVersionForNixpkgs) {
+			return src, fmt.Errorf("nix %s is too old for the pinned nixpkgs, which needs Nix >= %s (nixpkgs lib/minver.nix): upgrade Nix on this machine; to deploy test-double systems to the lab use -lab or -offline", v, nix.MinVersionForNixpkgs)
+		}
+	}
+	if o.Rev != "" {
+		c, err := d.Git.RevParse(ctx, o.Rev)
+		if err != nil {
+			return src, err
+		}
+		src.Commit = c
+		src.Flake.Rev = c
+		return src, nil
+	}
+	dirty, err := d.Git.Dirty(ctx)
+	if err != nil {
+		return src, err
+	}
+	if dirty && !o.AllowDirty {
+		return src, errors.New("the work tree has uncommitted changes, so the deployed system would not correspond to a commit: commit them (git commit -a), or deploy anyway with -allowdirty")
+	}
+	src.Dirty = dirty
+	if c, err := d.Git.Head(ctx); err == nil {
+		src.Commit = c
+	}
+	return src, nil
+}
+
+// Built is one system of Build.
+type Built struct {
+	Target      string
+	Path        string
+	ClosureSize int64
+	Err         error
+}
+
+// Build builds the systems of the named targets in one nix build.
+func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Built, Source, error) {
+	src, err := d.Resolve(ctx, o)
+	if err != nil {
+		return nil, src, err
+	}
+	b := d.startBuild(ctx, src.Flake, names)
+	<-b.done
+	out := make([]Built, len(names))
+	for i, n := range names {
+		r := b.results[n]
+		out[i] = Built{Target: n, Path: r.path, ClosureSize: r.size}
+		if r.err != nil {
+			out[i].Err = r.err
+		}
+	}
+	return out, src, nil
+}
+
+// Run deploys targets; per-target failures are in the results, the error
+// is for problems that stop the whole run before any target is touched.
+func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Options) ([]Result, error) {
+	if err := o.Normalize(); err != nil {
+		return nil, err
+	}
+	for i := range targets {
+		if o.User != "" {
+			targets[i].User = o.User
+		}
+		if err := ValidateTarget(targets[i]); err != nil {
+			return nil, err
+		}
+	}
+	if len(targets) == 0 {
+		return nil, errors.New("no targets selected")
+	}
+	src, err := d.Resolve(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	ctlDir, err := os.MkdirTemp("", "nixos-config-ssh-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(ctlDir)
+
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.Name
+	}
+	b := d.startBuild(ctx, src.Flake, names)
+
+	results := make([]Result, len(targets))
+	sem := make(chan struct{}, o.Jobs)
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				results[i] = Result{Target: t.Name, Address: t.Address, Status: StatusSkipped,
+					Err: &Failure{Target: t.Name, Stage: "start", Cause: "not started: interrupted", Remedy: "nothing changed on this target"}}
+				d.Report.Finished(results[i])
+				return
+			}
+			defer func() { <-sem }()
+			r := d.one(ctx, t, o, src, b, ctlDir)
+			results[i] = r
+			d.Report.Finished(r)
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}
+
+// ---- build -------------------------------------------------------------
+
+type buildResult struct {
+	path string
+	size int64
+	err  *Failure
+}
+
+type buildState struct {
+	done    chan struct{}
+	results map[string]buildResult
+}
+
+func (b *buildState) wait(ctx context.Context, name string) (buildResult, error) {
+	select {
+	case <-b.done:
+		return b.results[name], nil
+	case <-ctx.Done():
+		return buildResult{}, ctx.Err()
+	}
+}
+
+// startBuild builds every system in one `nix build` (one evaluator for the
+// fleet). When it fails, the failing targets are found from Nix's errors and
+// the others are built again (from the cache) so they can still deploy.
+func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) *buildState {
+	b := &buildState{done: make(chan struct{}), results: map[string]buildResult{}}
+	go func() {
+		defer close(b.done)
+		defer func() {
+			failed := 0
+			for _, r := range b.results {
+				if r.err != nil {
+					failed++
+				}
+			}
+			d.Report.BuildFinished(len(b.results)-failed, failed)
+		}()
+		remaining := append([]string(nil), names...)
+		for attempt := 0; len(remaining) > 0; attempt++ {
+			parser := &nix.LogParser{OnProgress: func(p nix.Progress) { d.Report.BuildProgress(p.BuildsDone, p.BuildsExpected) }}
+			attrs := make([]string, len(remaining))
+			for i, n := range remaining {
+				attrs[i] = nix.Toplevel(n)
+			}
+			paths, err := d.Nix.Build(ctx, f, attrs, parser)
+			if err == nil {
+				sizes, serr := d.Nix.ClosureSizes(ctx, paths)
+				for i, n := range remaining {
+					r := buildResult{path: paths[i]}
+					if serr == nil {
+						r.size = sizes[paths[i]]
+					}
+					b.results[n] = r
+				}
+				return
+			}
+			if ctx.Err() != nil {
+				for _, n := range remaining {
+					b.results[n] = buildResult{err: &Failure{Target: n, Stage: StageBuild, Cause: "interrupted", Remedy: "nothing changed on this target"}}
+				}
+				return
+			}
+			failed := attribute(parser, remaining, d.Root, err)
+			if len(failed) == 0 && len(remaining) > 1 {
+				// Nothing names a target: build them one by one to find out.
+				for _, n := range remaining {
+					p := &nix.LogParser{}
+					if _, err := d.Nix.Build(ctx, f, []string{nix.Toplevel(n)}, p); err != nil {
+						failed[n] = buildFailure(n, p, d.Root, err)
+					}
+				}
+			}
+			if len(failed) == 0 {
+				failed[remaining[0]] = buildFailure(remaining[0], parser, d.Root, err)
+			}
+			var next []string
+			for _, n := range remaining {
+				if fl, ok := failed[n]; ok {
+					b.results[n] = buildResult{err: fl}
+				} else {
+					next = append(next, n)
+				}
+			}
+			remaining = next
+		}
+	}()
+	return b
+}
+
+// attribute maps Nix's errors to the targets they concern.
+func attribute(p *nix.LogParser, names []string, root string, err error) map[string]*Failure {
+	failed := map[string]*Failure{}
+	for _, e := range p.Errors() {
+		rel := e.Rel(root)
+		var hit []string
+		switch {
+		case strings.HasPrefix(rel.File, "targets/"):
+			dir := strings.SplitN(strings.TrimPrefix(rel.File, "targets/"), "/", 2)[0]
+			if dir == inventory.CommonDir {
+				hit = names
+			} else {
+				hit = []string{dir}
+			}
+		case rel.File == "flake.nix":
+			hit = names
+		default:
+			for _, n := range names {
+				if strings.Contains(e.Message, "-nixos-system-"+n+"-") || strings.Contains(e.Message, `nixosConfigurations."`+n+`"`) || strings.Contains(e.Message, "nixosConfigurations."+n+".") {
+					hit = append(hit, n)
+				}
+			}
+		}
+		for _, n := range hit {
+			if !contains(names, n) {
+				continue
+			}
+			if _, ok := failed[n]; !ok {
+				failed[n] = failureFromNix(n, rel, p)
+			}
+		}
+	}
+	return failed
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
+	if e.File != "" {
+		return &Failure{Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
+			Remedy: "fix the configuration at that location (mage check shows it too)", Err: e}
+	}
+	f := &Failure{Target: name, Stage: StageBuild, Cause: "build failed: " + e.Message,
+		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: e}
+	if i := strings.Index(e.Message, "/nix/store/"); i >= 0 {
+		drv := e.Message[i:]
+		if j := strings.IndexAny(drv, "' "); j >= 0 {
+			drv = drv[:j]
+		}
+		f.Detail = p.BuildLog(drv)
+	}
+	return f
+}
+
+func buildFailure(name string, p *nix.LogParser, root string, err error) *Failure {
+	errs := p.Errors()
+	if len(errs) > 0 {
+		return failureFromNix(name, errs[len(errs)-1].Rel(root), p)
+	}
+	if errors.Is(err, nix.ErrNotInstalled) {
+		return &Failure{Target: name, Stage: StageBuild, Cause: "nix is not installed on this machine", Remedy: "install Nix", Err: err}
+	}
+	return &Failure{Target: name, Stage: StageBuild, Cause: "nix build failed: " + err.Error(), Remedy: "run the build by hand with `mage build:host " + name + "` to see the whole output", Err: err}
+}
+
+// ---- per target ----------------------------------------------------------
+
+type targetFacts struct {
+	hostname string
+	sudo     string // ok, password, missing
+	nix      bool
+	free     int64 // bytes free on /nix
+	systemd  bool
+	lab      bool
+	current  string
+	profile  string // link name of the current generation, system-N-link
+	// profilePath is the store path of the current generation.
+	profilePath string
+}
+
+const preflightScript = `echo "hostname=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
+if command -v sudo >/dev/null 2>&1; then
+	if sudo -n true 2>/dev/null; then echo sudo=ok; else echo sudo=password; fi
+else
+	echo sudo=missing
+fi
+if command -v nix-env >/dev/null 2>&1 && command -v nix-store >/dev/null 2>&1; then echo nix=ok; else echo nix=missing; fi
+echo "free=$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"
+if [ -d /run/systemd/system ]; then echo systemd=yes; else echo systemd=no; fi
+if [ -e /var/lib/lab/sshd_config ]; then echo lab=yes; else echo lab=no; fi
+echo "current=$(readlink /run/current-system 2>/dev/null)"
+echo "profile=$(readlink /nix/var/nix/profiles/system 2>/dev/null)"
+echo "profilepath=$(readlink -f /nix/var/nix/profiles/system 2>/dev/null)"
+`
+
+func parseFacts(out string) targetFacts {
+	var f targetFacts
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "hostname":
+			f.hostname = strings.TrimSpace(v)
+		case "sudo":
+			f.sudo = v
+		case "nix":
+			f.nix = v == "ok"
+		case "free":
+			kb, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			f.free = kb * 1024
+		case "systemd":
+			f.systemd = v == "yes"
+		case "lab":
+			f.lab = v == "yes"
+		case "current":
+			f.current = v
+		case "profile":
+			f.profile = v
+		case "profilepath":
+			f.profilePath = v
+		}
+	}
+	return f
+}
+
+// session is a target's shell plus how to run privileged commands on it.
+type session struct {
+	sh       Shell
+	password string // empty: passwordless sudo
+}
+
+func (s *session) sudo(ctx context.Context, args ...string) (sshx.Output, error) {
+	if s.password == "" {
+		return s.sh.Run(ctx, "sudo -n -- "+run.ShellJoin(args...), nil)
+	}
+	return s.sh.Run(ctx, "sudo -S -p '' -- "+run.ShellJoin(args...), strings.NewReader(s.password+"\n"))
+}
+
+func (d *Deployer) connect(ctx context.Context, t inventory.Target) (Shell, error) {
+	if IsLocal(t.Address) {
+		return LocalShell{Runner: d.Runner}, nil
+	}
+	return d.Connector.Connect(ctx, t)
+}
+
+func connectFailure(t inventory.Target, stage string, err error) *Failure {
+	var se *sshx.Error
+	if errors.As(err, &se) {
+		return &Failure{Target: t.Name, Stage: stage, Cause: se.Cause, Remedy: se.Remedy, Err: err}
+	}
+	return &Failure{Target: t.Name, Stage: stage, Cause: err.Error(), Remedy: "check the address and that sshd runs on the target", Err: err}
+}
+
+func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src Source, b *buildState, ctlDir string) (res Result) {
+	start := time.Now()
+	res = Result{Target: t.Name, Address: t.Address}
+	defer func() {
+		res.Duration = time.Since(start)
+		if res.Status == "" {
+			res.Status = StatusOK
+			if res.Err != nil {
+				res.Status = StatusFailed
+				var f *Failure
+				if errors.As(res.Err, &f) && f.Cause == "interrupted" {
+					res.Status = StatusInterrupted
+				}
+			}
+		}
+	}()
+	fail := func(f *Failure) Result {
+		f.Target = t.Name
+		res.Err = f
+		return res
+	}
+	interrupted := func(stage string) Result {
+		return fail(&Failure{Stage: stage, Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"})
+	}
+
+	// 1. Preflight.
+	d.Report.Stage(t.Name, StagePreflight)
+	sh, err := d.connect(ctx, t)
+	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(StagePreflight)
+		}
+		return fail(connectFailure(t, StagePreflight, err))
+	}
+	defer sh.Close()
+	out, err := sh.Run(ctx, preflightScript, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(StagePreflight)
+		}
+		return fail(&Failure{Stage: StagePreflight, Cause: "probing the target failed: " + err.Error(), Remedy: "check that the target runs a POSIX shell for " + t.User, Err: err})
+	}
+	facts := parseFacts(out.Stdout)
+	if facts.hostname != t.Name && facts.hostname != "nixos" && !o.Force {
+		return fail(&Failure{Stage: StagePreflight,
+			Cause:  fmt.Sprintf("%s answers as %q, not %q", t.Address, facts.hostname, t.Name),
+			Remedy: "wrong address? check target.json or the address you gave; -force deploys anyway"})
+	}
+	if o.Offline && !facts.lab {
+		return fail(&Failure{Stage: StagePreflight,
+			Cause:  "refusing to activate a test-double system (built offline) on a machine that is not a lab host",
+			Remedy: "deploy real systems with Nix >= 2.18 and without -offline/-lab"})
+	}
+	if !facts.nix {
+		return fail(&Failure{Stage: StagePreflight, Cause: "nix is not installed on the target (no nix-env/nix-store in PATH for " + t.User + ")",
+			Remedy: "install NixOS on the target first (see the README, adding a target)"})
+	}
+	sess := &session{sh: sh}
+	switch facts.sudo {
+	case "missing":
+		return fail(&Failure{Stage: StagePreflight, Cause: "sudo is not available to " + t.User + " on the target",
+			Remedy: "enable it (security.sudo.enable = true) and put " + t.User + " in wheel"})
+	case "password":
+		pw, err := d.Sudo.Password(ctx)
+		if err != nil {
+			if errors.Is(err, ErrNoSudoPrompt) {
+				return fail(&Failure{Stage: StagePreflight, Cause: "sudo on the target needs a password and there is no terminal to ask for it",
+					Remedy: "run from a terminal with -asksudo (or pipe the password on standard input with -asksudo), or give " + t.User + " passwordless sudo (security.sudo.wheelNeedsPassword = false)"})
+			}
+			return fail(&Failure{Stage: StagePreflight, Cause: "no sudo password: " + err.Error(), Remedy: "run again and type the password"})
+		}
+		sess.password = pw
+		if out, err := sess.sudo(ctx, "true"); err != nil {
+			msg := strings.ToLower(out.Stderr + out.Stdout)
+			switch {
+			case strings.Contains(msg, "not in the sudoers") || strings.Contains(msg, "not allowed") || strings.Contains(msg, "may not run sudo"):
+				return fail(&Failure{Stage: StagePreflight, Cause: t.User + " may not use sudo on the target",
+					Remedy: "add " + t.User + " to wheel (users.users." + t.User + ".extraGroups) or a rule in security.sudo.extraRules"})
+			default:
+				d.Sudo.Forget()
+				return fail(&Failure{Stage: StagePreflight, Cause: "sudo rejected the password",
+					Remedy: "run again and type " + t.User + "'s password on the target"})
+			}
+		}
+	}
+
+	// 2. Build (shared with the other targets of the run).
+	d.Report.Stage(t.Name, StageBuild)
+	br, err := b.wait(ctx, t.Name)
+	if err != nil {
+		return interrupted(StageBuild)
+	}
+	if br.err != nil {
+		return fail(br.err)
+	}
+	res.System = br.path
+
+	// 3. Copy what the target lacks.
+	if !IsLocal(t.Address) {
+		d.Report.Stage(t.Name, StageCopy)
+		missing, bytes, err := d.missing(ctx, sess, br.path)
+		if err != nil {
+			if ctx.Err() != nil {
+				return interrupted(StageCopy)
+			}
+			return fail(nixRemoteFailure(StageCopy, err))
+		}
+		// Room for the NAR plus the database: 10% and 64 MiB of margin.
+		if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && facts.free > 0 && need > facts.free {
+			return fail(&Failure{Stage: StageCopy,
+				Cause:  fmt.Sprintf("not enough disk space on the target's /nix: the copy needs about %s, %s are free", HumanBytes(need), HumanBytes(facts.free)),
+				Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk"})
+		}
+		if len(missing) > 0 {
+			if err := d.copy(ctx, t, o, br.path, missing, bytes, ctlDir); err != nil {
+				if ctx.Err() != nil {
+					return interrupted(StageCopy)
+				}
+				return fail(err)
+			}
+		}
+		res.Copied, res.Bytes = len(missing), bytes
+	}
+	if ctx.Err() != nil {
+		return interrupted(StageCopy)
+	}
+
+	// 4. Activate. Once started, an activation is not interrupted: a half
+	// switched system is worse than waiting for it.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
+	defer cancel()
+	d.Report.Stage(t.Name, StageActivate)
+	if f := d.activate(actx, sess, facts, br.path, o.Mode); f != nil {
+		return fail(f)
+	}
+
+	// 5. Verify over a fresh connection.
+	d.Report.Stage(t.Name, StageVerify)
+	gen, f := d.verify(actx, t, br.path, o.Mode)
+	if f != nil {
+		return fail(f)
+	}
+	res.Generation = gen
+	return res
+}
+
+// missing asks the target which paths of the closure it lacks.
+func (d *Deployer) missing(ctx context.Context, s *session, path string) ([]string, int64, error) {
+	closure, err := d.Nix.Closure(ctx, path)
+	if err != nil {
+		return nil, 0, err
+	}
+	var list strings.Builder
+	size := map[string]int64{}
+	for _, p := range closure {
+		list.WriteString(p.Path + "\n")
+		size[p.Path] = p.NarSize
+	}
+	out, err := s.sh.Run(ctx, "xargs nix-store --check-validity --print-invalid", strings.NewReader(list.String()))
+	if err != nil {
+		return nil, 0, err
+	}
+	var missing []string
+	var bytes int64
+	for _, p := range strings.Fields(out.Stdout) {
+		if _, ok := size[p]; ok {
+			missing = append(missing, p)
+			bytes += size[p]
+		}
+	}
+	sort.Strings(missing)
+	return missing, bytes, nil
+}
+
+func nixRemoteFailure(stage string, err error) *Failure {
+	msg := err.Error()
+	var ee *sshx.ExitError
+	if errors.As(err, &ee) {
+		msg = strings.TrimSpace(ee.Stderr + "\n" + ee.Stdout)
+	}
+	switch {
+	case strings.Contains(msg, "cannot connect to socket") || strings.Contains(msg, "daemon-socket"):
+		return &Failure{Stage: stage, Cause: "the target's nix-daemon is not running", Remedy: "start it on the target (systemctl start nix-daemon.socket)", Err: err}
+	}
+	return &Failure{Stage: stage, Cause: "querying the target's Nix store failed: " + strings.Join(lastLines(msg, 2), " | "), Remedy: "check Nix on the target", Err: err}
+}
+
+// sshOpts are the OpenSSH options for `nix copy` (NIX_SSHOPTS): the same
+// host key checking as the deployer's own connections, and one shared
+// connection per target.
+func sshOpts(o Options, ctlDir string) string {
+	opts := []string{
+		"-o", "ControlMaster=auto", "-o", "ControlPath=" + ctlDir + "/%C", "-o", "ControlPersist=60",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+		"-o", fmt.Sprintf("ConnectTimeout=%d", int(o.ConnectTimeout.Seconds())),
+	}
+	if len(o.KnownHosts) > 0 {
+		opts = append(opts, "-o", "UserKnownHostsFile="+o.KnownHosts[0])
+	}
+	for _, id := range o.Identities {
+		opts = append(opts, "-i", id)
+	}
+	if len(o.Identities) > 0 {
+		opts = append(opts, "-o", "IdentitiesOnly=yes")
+	}
+	return strings.Join(opts, " ")
+}
+
+func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path string, missing []string, total int64, ctlDir string) *Failure {
+	sizes := map[string]int64{}
+	closure, _ := d.Nix.Closure(ctx, path)
+	for _, p := range closure {
+		sizes[p.Path] = p.NarSize
+	}
+	d.Report.Progress(t.Name, 0, total)
+	parser := &nix.LogParser{OnProgress: func(p nix.Progress) {
+		var done int64
+		for _, c := range p.CopiedPaths {
+			done += sizes[c]
+		}
+		d.Report.Progress(t.Name, done, total)
+	}}
+	opts := sshOpts(o, ctlDir)
+	err := d.Nix.Copy(ctx, path, nix.CopyOptions{To: "ssh-ng://" + t.User + "@" + t.Address, Substitute: o.Substitute, SSHOpts: opts}, parser)
+	// Close the shared connection now rather than after ControlPersist.
+	_ = d.Runner.Run(context.WithoutCancel(ctx), run.Cmd{Name: "ssh", Args: append(strings.Fields(opts), "-O", "exit", t.User+"@"+t.Address)})
+	if err == nil {
+		d.Report.Progress(t.Name, total, total)
+		return nil
+	}
+	var text []string
+	for _, e := range parser.Errors() {
+		text = append(text, e.Message)
+	}
+	text = append(text, parser.Plain()...)
+	all := strings.Join(text, "\n")
+	switch {
+	case strings.Contains(all, "lacks a valid signature"):
+		return &Failure{Stage: StageCopy, Cause: "the target's Nix refuses unsigned paths from " + t.User,
+			Remedy: "make " + t.User + " a trusted user on the target: nix.settings.trusted-users = [ \"root\" \"@wheel\" ] (targets/common/base.nix), deployed once by hand with nixos-rebuild", Err: err}
+	case strings.Contains(strings.ToLower(all), "no space left on device"):
+		return &Failure{Stage: StageCopy, Cause: "the target ran out of disk space during the copy",
+			Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk", Err: err}
+	case strings.Contains(all, "Host key verification failed"):
+		return &Failure{Stage: StageCopy, Cause: "OpenSSH (used by nix copy) does not accept the target's host key",
+			Remedy: "make sure the key is in the known_hosts file OpenSSH reads (~/.ssh/known_hosts)", Err: err}
+	}
+	detail := lastLines(all, 3)
+	return &Failure{Stage: StageCopy, Cause: "nix copy failed: " + strings.Join(detail, " | "), Remedy: "check the network and the target's disk and Nix", Err: err}
+}
+
+func uniqueUnit() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "nixos-config-switch-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b)
+}
+
+// activate follows nixos-rebuild: check the system, set the profile, run
+// switch-to-configuration (under systemd-run where there is systemd, so that
+// it survives the SSH connection dropping).
+func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, path, mode string) *Failure {
+	if _, err := s.sh.Run(ctx, "test -f "+run.Quote(path+"/nixos-version"), nil); err != nil {
+		return &Failure{Stage: StageActivate, Cause: path + " is not a NixOS system (no nixos-version)", Remedy: "deploy a nixosConfiguration's system.build.toplevel", Err: err}
+	}
+	if SetsProfile(mode) && facts.profilePath != path {
+		// (When it is already the current generation, --set would add nothing.)
+		if out, err := s.sudo(ctx, "nix-env", "-p", "/nix/var/nix/profiles/system", "--set", path); err != nil {
+			return &Failure{Stage: StageActivate, Cause: "setting the system profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target's disk and Nix", Err: err}
+		}
+	}
+	switchCmd := []string{path + "/bin/switch-to-configuration", mode}
+	var args []string
+	if facts.systemd {
+		args = append([]string{"env", "NIXOS_INSTALL_BOOTLOADER=0", "systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER",
+			"--collect", "--no-ask-password", "--pipe", "--quiet", "--service-type=exec", "--unit=" + uniqueUnit()}, switchCmd...)
+	} else {
+		args = append([]string{"env", "NIXOS_INSTALL_BOOTLOADER=0"}, switchCmd...)
+	}
+	out, err := s.sudo(ctx, args...)
+	if err != nil {
+		var ee *sshx.ExitError
+		code := -1
+		if errors.As(err, &ee) {
+			code = ee.Code
+		}
+		return &Failure{Stage: StageActivate,
+			Cause:  fmt.Sprintf("switch-to-configuration %s exited with status %d", mode, code),
+			Remedy: "the output is below; fix the configuration and deploy again",
+			Detail: lastLines(out.Stdout+"\n"+out.Stderr, 6), Err: err}
+	}
+	return nil
+}
+
+func (d *Deployer) verify(ctx context.Context, t inventory.Target, path, mode string) (int, *Failure) {
+	sh, err := d.connect(ctx, t)
+	if err != nil {
+		return 0, connectFailure(t, StageVerify, err)
+	}
+	defer sh.Close()
+	out, err := sh.Run(ctx, `echo "current=$(readlink /run/current-system)"; echo "profile=$(readlink /nix/var/nix/profiles/system)"`, nil)
+	if err != nil {
+		return 0, &Failure{Stage: StageVerify, Cause: "reading the target's state failed: " + err.Error(), Remedy: "check the target", Err: err}
+	}
+	f := parseFacts(out.Stdout)
+	gen := generationOf(f.profile)
+	switch mode {
+	case ModeSwitch, ModeTest:
+		if f.current != path {
+			return gen, &Failure{Stage: StageVerify, Cause: fmt.Sprintf("/run/current-system is %s, not the deployed %s", f.current, path),
+				Remedy: "the activation did not take effect; look at the target's journal"}
+		}
+	}
+	return gen, nil
+}
+
+func generationOf(link string) int {
+	link = filepath.Base(strings.TrimSpace(link))
+	if !strings.HasPrefix(link, "system-") || !strings.HasSuffix(link, "-link") {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(link, "system-"), "-link"))
+	return n
+}

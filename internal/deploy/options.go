@@ -1,0 +1,153 @@
+// Package deploy builds NixOS systems and activates them on targets over SSH,
+// following NixOS's own activation protocol: build once for the whole fleet,
+// copy each closure with `nix copy`, set the system profile, run
+// switch-to-configuration (under systemd-run when the target has systemd),
+// and verify over a fresh connection.
+package deploy
+
+import (
+	"fmt"
+	"net"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+)
+
+// Modes of switch-to-configuration.
+const (
+	ModeSwitch      = "switch"
+	ModeBoot        = "boot"
+	ModeTest        = "test"
+	ModeDryActivate = "dry-activate"
+)
+
+// Options of one deployment run.
+type Options struct {
+	Mode       string // switch (default), boot, test, dry-activate
+	User       string // SSH user for every target instead of the inventory's
+	Rev        string // build this git revision instead of the work tree
+	AllowDirty bool   // deploy a work tree with uncommitted changes
+	Substitute bool   // let targets fetch paths from their own substituters
+	AskSudo    bool   // ask for the sudo password before starting
+	Force      bool   // deploy even when the target's hostname differs
+	Jobs       int    // targets deployed at once
+	// Offline: build against the nixpkgs test double. Such systems are only
+	// ever activated on lab hosts.
+	Offline bool
+	// SSH settings.
+	KnownHosts     []string
+	Identities     []string
+	ConnectTimeout time.Duration
+}
+
+// DefaultJobs is the number of targets deployed at once unless -jobs says
+// otherwise: copies are network bound, and the build is shared anyway.
+const DefaultJobs = 8
+
+// Normalize validates and fills defaults.
+func (o *Options) Normalize() error {
+	switch o.Mode {
+	case "":
+		o.Mode = ModeSwitch
+	case ModeSwitch, ModeBoot, ModeTest, ModeDryActivate:
+	default:
+		return fmt.Errorf("invalid mode %q: use switch, boot, test or dry-activate", o.Mode)
+	}
+	if o.Jobs == 0 {
+		o.Jobs = DefaultJobs
+	}
+	if o.Jobs < 0 {
+		return fmt.Errorf("invalid -jobs=%d: must be at least 1", o.Jobs)
+	}
+	if o.User != "" {
+		if err := inventory.ValidateUser(o.User); err != nil {
+			return err
+		}
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	return nil
+}
+
+// SetsProfile tells whether the mode creates a system generation.
+func SetsProfile(mode string) bool { return mode == ModeSwitch || mode == ModeBoot }
+
+// Activates tells whether the mode changes the running system.
+func Activates(mode string) bool { return mode == ModeSwitch || mode == ModeTest }
+
+// IsLocal reports whether address means "this machine".
+func IsLocal(address string) bool {
+	switch strings.ToLower(address) {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	return false
+}
+
+// Select returns the targets matching a selection: comma-separated names,
+// globs (path.Match syntax) and @tags. Empty selects all.
+func Select(inv *inventory.Inventory, selection string) ([]inventory.Target, error) {
+	if strings.TrimSpace(selection) == "" {
+		return inv.Targets, nil
+	}
+	picked := map[string]bool{}
+	for _, term := range strings.Split(selection, ",") {
+		term = strings.TrimSpace(term)
+		if term == "" {
+			continue
+		}
+		matched := false
+		for _, t := range inv.Targets {
+			var ok bool
+			switch {
+			case strings.HasPrefix(term, "@"):
+				for _, tag := range t.Tags {
+					if tag == term[1:] {
+						ok = true
+					}
+				}
+			default:
+				var err error
+				ok, err = path.Match(term, t.Name)
+				if err != nil {
+					return nil, fmt.Errorf("invalid pattern %q in -on: %w", term, err)
+				}
+			}
+			if ok {
+				picked[t.Name] = true
+				matched = true
+			}
+		}
+		if !matched {
+			return nil, fmt.Errorf("-on=%s: %q matches no target (targets: %s)", selection, term, strings.Join(inv.Names(), ", "))
+		}
+	}
+	var out []inventory.Target
+	for _, t := range inv.Targets {
+		if picked[t.Name] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// ValidateTarget checks a target's name, address and user before anything
+// reaches a shell.
+func ValidateTarget(t inventory.Target) error {
+	if err := inventory.ValidateName(t.Name); err != nil {
+		return err
+	}
+	if err := inventory.ValidateAddress(t.Address); err != nil {
+		return fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	if ip := net.ParseIP(t.Address); ip != nil && ip.To4() == nil && !IsLocal(t.Address) {
+		return fmt.Errorf("target %s: IPv6 addresses are not supported by `nix copy` store URLs; use a host name", t.Name)
+	}
+	if err := inventory.ValidateUser(t.User); err != nil {
+		return fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	return nil
+}

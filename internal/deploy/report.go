@@ -1,0 +1,298 @@
+package deploy
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/ui"
+)
+
+// Stages of a target's deployment.
+const (
+	StagePreflight = "preflight"
+	StageBuild     = "build"
+	StageCopy      = "copy"
+	StageActivate  = "activate"
+	StageVerify    = "verify"
+)
+
+// Results of a target.
+const (
+	StatusOK          = "ok"
+	StatusFailed      = "failed"
+	StatusSkipped     = "skipped"
+	StatusInterrupted = "interrupted"
+)
+
+// Reporter shows progress.
+type Reporter interface {
+	Stage(target, stage string)
+	// Progress of the current stage: done/total in unit ("B" bytes, "paths").
+	Progress(target string, done, total int64)
+	// BuildProgress of the shared build (derivations).
+	BuildProgress(done, total int)
+	// BuildFinished: the shared build is over (built systems, failed ones).
+	BuildFinished(ok, failed int)
+	Note(target, msg string)
+	Finished(r Result)
+	// Pause stops drawing (for a password prompt) until resume is called.
+	Pause() (resume func())
+}
+
+// Result of one target.
+type Result struct {
+	Target     string
+	Address    string
+	Status     string
+	Generation int
+	System     string
+	Copied     int
+	Bytes      int64
+	Duration   time.Duration
+	Err        error
+}
+
+// Failure is a failed target: one line naming cause and remedy.
+type Failure struct {
+	Target string
+	Stage  string
+	Cause  string
+	Remedy string
+	Detail []string // e.g. the last output lines of a failed activation
+	Err    error
+}
+
+func (f *Failure) Error() string {
+	s := f.Target + ": " + f.Stage + ": " + f.Cause
+	if f.Remedy != "" {
+		s += ": " + f.Remedy
+	}
+	return s
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// HumanBytes formats a byte count.
+func HumanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// WriteSummary prints the table of results and one line per failure.
+func WriteSummary(w io.Writer, p *ui.Printer, results []Result) error {
+	var rows [][]string
+	for _, r := range results {
+		gen := "-"
+		if r.Generation > 0 {
+			gen = strconv.Itoa(r.Generation)
+		}
+		status := r.Status
+		switch r.Status {
+		case StatusOK:
+			status = p.OK(status)
+		case StatusFailed, StatusInterrupted:
+			status = p.Bad(status)
+		default:
+			status = p.Warning(status)
+		}
+		rows = append(rows, []string{r.Target, r.Address, status, gen, r.Duration.Round(100 * time.Millisecond).String()})
+	}
+	if err := ui.Table(w, []string{"TARGET", "ADDRESS", "RESULT", "GENERATION", "DURATION"}, rows); err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Err == nil {
+			continue
+		}
+		fmt.Fprintf(w, "%s %v\n", p.Bad("✗"), r.Err)
+		if f, ok := r.Err.(*Failure); ok && len(f.Detail) > 0 {
+			for _, d := range f.Detail {
+				fmt.Fprintf(w, "    %s\n", d)
+			}
+		}
+	}
+	return nil
+}
+
+// FailedNames lists the targets that did not succeed.
+func FailedNames(results []Result) []string {
+	var out []string
+	for _, r := range results {
+		if r.Status != StatusOK {
+			out = append(out, r.Target)
+		}
+	}
+	return out
+}
+
+func lastLines(s string, n int) []string {
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// PlainReporter writes one timestamped line per event (no escape codes).
+type PlainReporter struct {
+	P *ui.Printer
+
+	mu        sync.Mutex
+	lastBuild int
+	lastCopy  map[string]time.Time
+	lastDone  map[string]int64
+}
+
+// Stage implements Reporter.
+func (r *PlainReporter) Stage(target, stage string) { r.P.Linef("%s: %s", target, stage) }
+
+// Progress implements Reporter (at most one line every 2 seconds per target).
+func (r *PlainReporter) Progress(target string, done, total int64) {
+	r.mu.Lock()
+	if r.lastCopy == nil {
+		r.lastCopy, r.lastDone = map[string]time.Time{}, map[string]int64{}
+	}
+	last := r.lastCopy[target]
+	prev, seen := r.lastDone[target]
+	if (seen && prev == done) || (done != 0 && done != total && time.Since(last) < 2*time.Second) {
+		r.mu.Unlock()
+		return
+	}
+	r.lastCopy[target], r.lastDone[target] = time.Now(), done
+	r.mu.Unlock()
+	r.P.Linef("%s: copy %s / %s", target, HumanBytes(done), HumanBytes(total))
+}
+
+// BuildProgress implements Reporter.
+func (r *PlainReporter) BuildProgress(done, total int) {
+	r.mu.Lock()
+	if total == 0 || done <= r.lastBuild {
+		r.mu.Unlock()
+		return
+	}
+	r.lastBuild = done
+	r.mu.Unlock()
+	r.P.Linef("build: %d/%d derivations built", done, total)
+}
+
+// BuildFinished implements Reporter.
+func (r *PlainReporter) BuildFinished(ok, failed int) {
+	if failed > 0 {
+		r.P.Linef("build: %d systems ready, %s", ok, r.P.Bad(fmt.Sprintf("%d failed", failed)))
+		return
+	}
+	r.P.Linef("build: %d systems ready", ok)
+}
+
+// Note implements Reporter.
+func (r *PlainReporter) Note(target, msg string) { r.P.Linef("%s: %s", target, msg) }
+
+// Finished implements Reporter.
+func (r *PlainReporter) Finished(res Result) {
+	switch res.Status {
+	case StatusOK:
+		gen := ""
+		if res.Generation > 0 {
+			gen = fmt.Sprintf(", generation %d", res.Generation)
+		}
+		r.P.Linef("%s: %s (%d paths copied, %s%s, %s)", res.Target, r.P.OK("ok"), res.Copied, HumanBytes(res.Bytes), gen, res.Duration.Round(100*time.Millisecond))
+	default:
+		r.P.Linef("%s: %s: %v", res.Target, r.P.Bad(res.Status), res.Err)
+	}
+}
+
+// Pause implements Reporter.
+func (r *PlainReporter) Pause() func() { return func() {} }
+
+// BoardReporter draws progress bars on a terminal: one for the fleet and
+// one per target showing its stage (build and copy progress from Nix).
+type BoardReporter struct {
+	B     *ui.Board
+	P     *ui.Printer
+	Total int
+
+	mu       sync.Mutex
+	finished int
+}
+
+const fleetKey = "\x00fleet"
+
+// NewBoardReporter starts the display for targets.
+func NewBoardReporter(b *ui.Board, p *ui.Printer, targets []string) *BoardReporter {
+	r := &BoardReporter{B: b, P: p, Total: len(targets)}
+	b.Bar(fleetKey, "fleet  ", int64(len(targets)), false)
+	b.Bar("\x00build", "build  ", -1, false)
+	for _, t := range targets {
+		b.Text(t, fmt.Sprintf("%-16s waiting", t))
+	}
+	return r
+}
+
+// Stage implements Reporter.
+func (r *BoardReporter) Stage(target, stage string) {
+	if stage == StageCopy {
+		return // the copy bar appears with its first progress
+	}
+	r.B.Bar(target, fmt.Sprintf("%-16s %-9s", target, stage), -1, false)
+}
+
+// Progress implements Reporter.
+func (r *BoardReporter) Progress(target string, done, total int64) {
+	if done == 0 {
+		r.B.Bar(target, fmt.Sprintf("%-16s %-9s", target, StageCopy), total, true)
+	}
+	r.B.Set(target, done)
+}
+
+// BuildProgress implements Reporter.
+func (r *BoardReporter) BuildProgress(done, total int) {
+	if total > 0 {
+		r.B.Bar("\x00build", "build  ", int64(total), false)
+		r.B.Set("\x00build", int64(done))
+	}
+}
+
+// BuildFinished implements Reporter.
+func (r *BoardReporter) BuildFinished(ok, failed int) {
+	msg := fmt.Sprintf("build   %d systems ready", ok)
+	if failed > 0 {
+		msg += ", " + r.P.Bad(fmt.Sprintf("%d failed", failed))
+	}
+	r.B.Text("\x00build", msg)
+}
+
+// Note implements Reporter.
+func (r *BoardReporter) Note(target, msg string) {}
+
+// Finished implements Reporter.
+func (r *BoardReporter) Finished(res Result) {
+	r.mu.Lock()
+	r.finished++
+	n := r.finished
+	r.mu.Unlock()
+	r.B.Set(fleetKey, int64(n))
+	state := r.P.OK("ok")
+	if res.Status != StatusOK {
+		state = r.P.Bad(res.Status)
+	}
+	r.B.Text(res.Target, fmt.Sprintf("%-16s %s %s", res.Target, state, res.Duration.Round(100*time.Millisecond)))
+}
+
+// Pause implements Reporter.
+func (r *BoardReporter) Pause() func() { return r.B.Pause() }

@@ -1,0 +1,53 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/lab"
+	"github.com/monibahmed/nixos-config/internal/run"
+)
+
+// deployLab is the lab the deploy tests share (nil when this machine cannot
+// run one; those tests then fail in CI and skip elsewhere).
+var deployLab *lab.Lab
+
+// fleetNames are the example targets of the repository.
+var fleetNames = []string{"dev-workstation", "lab-server", "media-center"}
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if os.Geteuid() == 0 && len(lab.Prerequisites()) == 0 {
+			dir, err := os.MkdirTemp("", "e2e-lab-")
+			if err != nil {
+				fmt.Println(err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			l, err := lab.New(lab.Config{Name: "e2d", StateDir: filepath.Join(dir, "state"), Subnet: "10.77.50.0/24",
+				Targets: fleetNames}, run.Exec{})
+			if err != nil {
+				fmt.Println(err)
+				return 1
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := l.Up(ctx); err != nil {
+				fmt.Println("lab up:", err)
+				_ = l.Down(context.Background())
+				return 1
+			}
+			defer func() {
+				if err := l.Down(context.Background()); err != nil {
+					fmt.Println("lab down:", err)
+				}
+			}()
+			deployLab = l
+		}
+		return m.Run()
+	}())
+}

@@ -1,0 +1,147 @@
+package nix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"sort"
+	"strings"
+
+	"github.com/monibahmed/nixos-config/internal/run"
+)
+
+// Toplevel is the installable of a configuration's system.
+func Toplevel(name string) string {
+	return fmt.Sprintf("nixosConfigurations.%q.config.system.build.toplevel", name)
+}
+
+// Build builds the given flake attributes in one `nix build` (one evaluator
+// for all of them) and returns their output paths in order. Progress and
+// errors go to parser.
+func (n Nix) Build(ctx context.Context, f Flake, attrs []string, parser *LogParser) ([]string, error) {
+	args := []string{"build", "--no-link", "--json", "--keep-going", "--log-format", "internal-json"}
+	for _, a := range attrs {
+		args = append(args, f.Ref()+"#"+a)
+	}
+	args = append(args, f.Args()...)
+	out, err := n.stream(ctx, args, parser, nil)
+	if err != nil {
+		return nil, err
+	}
+	var res []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return nil, fmt.Errorf("reading nix build output: %w", err)
+	}
+	if len(res) != len(attrs) {
+		return nil, fmt.Errorf("nix build returned %d results for %d systems", len(res), len(attrs))
+	}
+	paths := make([]string, len(res))
+	for i, r := range res {
+		paths[i] = r.Outputs["out"]
+	}
+	return paths, nil
+}
+
+// stream runs nix with stderr going to the parser (when given).
+func (n Nix) stream(ctx context.Context, args []string, parser *LogParser, env []string) (string, error) {
+	args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
+	c := run.Cmd{Name: "nix", Args: args, Env: append(append([]string(nil), n.Env...), env...)}
+	if parser != nil {
+		c.Stderr = parser
+	}
+	out, err := run.Output(ctx, n.Runner, c)
+	if err != nil {
+		var ee *run.ExitError
+		if !errors.As(err, &ee) && strings.Contains(err.Error(), "executable file not found") {
+			return "", ErrNotInstalled
+		}
+	}
+	return out, err
+}
+
+// PathInfo is one store path's metadata.
+type PathInfo struct {
+	Path        string `json:"path"`
+	NarSize     int64  `json:"narSize"`
+	ClosureSize int64  `json:"closureSize"`
+}
+
+// parsePathInfo reads `nix path-info --json`: an array in Nix < 2.19, an
+// object keyed by path in newer versions.
+func parsePathInfo(out string) ([]PathInfo, error) {
+	out = strings.TrimSpace(out)
+	var list []PathInfo
+	if strings.HasPrefix(out, "[") {
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return nil, err
+		}
+		return list, nil
+	}
+	var m map[string]*PathInfo
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		return nil, err
+	}
+	for p, info := range m {
+		if info == nil {
+			return nil, fmt.Errorf("%s is not valid", p)
+		}
+		info.Path = p
+		list = append(list, *info)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
+	return list, nil
+}
+
+// ClosureSizes returns the closure size of each path.
+func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64, error) {
+	out, err := n.stream(ctx, append([]string{"path-info", "--json", "-S"}, paths...), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := parsePathInfo(out)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int64{}
+	for _, i := range infos {
+		m[i.Path] = i.ClosureSize
+	}
+	return m, nil
+}
+
+// Closure lists every path in the closure of path with its size.
+func (n Nix) Closure(ctx context.Context, path string) ([]PathInfo, error) {
+	out, err := n.stream(ctx, []string{"path-info", "--json", "-r", path}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return parsePathInfo(out)
+}
+
+// CopyOptions for Copy.
+type CopyOptions struct {
+	To         string // store URI, e.g. ssh-ng://user@host
+	Substitute bool   // let the destination fetch from its own substituters
+	SSHOpts    string // NIX_SSHOPTS
+}
+
+// Copy copies path's closure to another store.
+func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogParser) error {
+	// Paths built here are unsigned; the destination accepts them only from
+	// a trusted user, and rejects them otherwise with "lacks a valid signature".
+	args := []string{"copy", "--no-check-sigs", "--log-format", "internal-json", "--to", o.To}
+	if o.Substitute {
+		args = append(args, "--substitute-on-destination")
+	}
+	args = append(args, path)
+	var env []string
+	if o.SSHOpts != "" {
+		env = append(env, "NIX_SSHOPTS="+o.SSHOpts)
+	}
+	_, err := n.stream(ctx, args, parser, env)
+	return err
+}
