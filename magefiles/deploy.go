@@ -32,13 +32,11 @@ type fleet struct {
 
 func loadFleet(e *env, lab *bool) (*fleet, error) {
 	if lab != nil && *lab {
-		dir := labDir(e)
-		inv, err := inventory.LoadFile(filepath.Join(dir, "inventory.json"))
+		fl, err := loadLabFleet(labDir(e))
 		if err != nil {
-			return nil, fmt.Errorf("no lab inventory (%w): start the lab with mage lab:up", err)
+			return nil, fmt.Errorf("%w: start the lab with mage lab:up", err)
 		}
-		return &fleet{inv: inv, knownHosts: []string{filepath.Join(dir, "known_hosts")},
-			identities: []string{filepath.Join(dir, "id_ed25519")}, lab: true}, nil
+		return fl, nil
 	}
 	inv, err := inventory.LoadRepo(e.root)
 	if err != nil {
@@ -57,13 +55,13 @@ func str(s *string) string {
 }
 
 // deployer wires the deploy package to this machine: nix, git, SSH, output.
-func newDeployer(e *env, f *fleet, reporter deploy.Reporter) *deploy.Deployer {
+func newDeployer(e *env, f *fleet, reporter deploy.Reporter, timeout time.Duration) *deploy.Deployer {
 	return &deploy.Deployer{
 		Root:      e.root,
 		Runner:    e.runner,
 		Nix:       nix.Nix{Runner: e.runner},
 		Git:       gitx.Git{Runner: e.runner, Dir: e.root},
-		Connector: deploy.SSHConnector{KnownHosts: f.knownHosts, Identities: f.identities},
+		Connector: deploy.SSHConnector{KnownHosts: f.knownHosts, Identities: f.identities, Timeout: timeout},
 		Report:    reporter,
 		Sudo:      &deploy.Sudo{},
 	}
@@ -145,7 +143,7 @@ func runDeploy(ctx context.Context, e *env, fl *fleet, targets []inventory.Targe
 	} else {
 		reporter = &deploy.PlainReporter{P: e.out}
 	}
-	d := newDeployer(e, fl, reporter)
+	d := newDeployer(e, fl, reporter, o.ConnectTimeout)
 	d.Sudo.Prompt = sudoPrompt(reporter)
 	if o.AskSudo {
 		if err := askSudoNow(d.Sudo, reporter); err != nil {
@@ -310,7 +308,7 @@ func buildTargets(ctx context.Context, only []string, rev *string, offline, lab 
 		}
 	}
 	o := deploy.Options{Rev: str(rev), Offline: on(offline) || fl.lab, AllowDirty: true}
-	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out})
+	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out}, 0)
 	if o.Offline {
 		e.out.Linef("build: against the nixpkgs test double (offline)")
 	}

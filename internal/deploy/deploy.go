@@ -343,7 +343,12 @@ type targetFacts struct {
 
 const preflightScript = `echo "hostname=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
 if command -v sudo >/dev/null 2>&1; then
-	if sudo -n true 2>/dev/null; then echo sudo=ok; else echo sudo=password; fi
+	sudo -n true >/dev/null 2>&1
+	case $? in
+	0) echo sudo=ok ;;
+	126 | 127) echo sudo=missing ;; # present but not executable for this user
+	*) echo sudo=password ;;
+	esac
 else
 	echo sudo=missing
 fi

@@ -269,8 +269,11 @@ func (l *Lab) LimitDisk(ctx context.Context, host string, sizeMiB int) error {
 	if err := l.StopNixDaemon(ctx, host); err != nil {
 		return err
 	}
+	// /nix is the host's bind mount, with the small disk stacked on top;
+	// findmnt lists stacked mounts bottom first.
 	script := `set -e
-while mountpoint -q /nix && [ "$(findmnt -n -o FSTYPE /nix)" = tmpfs ]; do umount /nix; done
+top() { findmnt -n -o FSTYPE /nix | tail -n 1; }
+while [ "$(top)" = tmpfs ]; do umount /nix; done
 if [ "$1" -gt 0 ]; then
 	mount -t tmpfs -o "size=$1m,mode=0755" lab-small-disk /nix
 	mkdir -p /nix/store /nix/var/nix/profiles /nix/var/nix/daemon-socket

@@ -382,6 +382,9 @@ func TestKnobSmallDisk(t *testing.T) {
 		if err := l.LimitDisk(ctx, "beta", 0); err != nil {
 			t.Error(err)
 		}
+		if out, _ := l.Exec(ctx, "beta", "sh", "-c", "findmnt -n -o FSTYPE /nix | tail -n 1"); strings.TrimSpace(out) == "tmpfs" {
+			t.Error("the small disk is still mounted after restoring")
+		}
 	}()
 	if df := mustSSH(t, l, "beta", "df -Pk /nix | tail -1"); !strings.Contains(df, "1024") {
 		t.Errorf("df on the small disk: %q", df)

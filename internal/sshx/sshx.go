@@ -87,6 +87,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	defer closeAgent()
 
 	hp := cfg.hostPort()
+	algos := db.HostKeyAlgorithms(hp)
+	if len(algos) == 0 {
+		// Unknown host: ask for the ed25519 key first, the one the remedy
+		// (ssh-keyscan -t ed25519) and the console check name.
+		algos = []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256}
+	}
 	var presented ssh.PublicKey
 	var mu sync.Mutex
 	check := db.HostKeyCallback()
@@ -101,7 +107,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		},
 		// Offer only algorithms known_hosts can verify for this host, so a
 		// server that also has an RSA key is not mistaken for a changed key.
-		HostKeyAlgorithms: db.HostKeyAlgorithms(hp),
+		HostKeyAlgorithms: algos,
 		Timeout:           cfg.Timeout,
 	}
 
