@@ -1,0 +1,138 @@
+package deploy
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+)
+
+func fleet() *inventory.Inventory {
+	return &inventory.Inventory{Targets: []inventory.Target{
+		{Name: "dev-workstation", Facts: inventory.Facts{Tags: []string{"workstation"}}},
+		{Name: "lab-server", Facts: inventory.Facts{Tags: []string{"lab", "server"}}},
+		{Name: "media-center", Facts: inventory.Facts{Tags: []string{"media"}}},
+	}}
+}
+
+func names(ts []inventory.Target) string {
+	var n []string
+	for _, t := range ts {
+		n = append(n, t.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+func TestSelect(t *testing.T) {
+	cases := map[string]string{
+		"":                       "dev-workstation,lab-server,media-center",
+		"lab-server":             "lab-server",
+		"*-center,@workstation":  "dev-workstation,media-center",
+		"@server, lab-server":    "lab-server",
+		"media-center,dev-work*": "dev-workstation,media-center",
+	}
+	for sel, want := range cases {
+		got, err := Select(fleet(), sel)
+		if err != nil || names(got) != want {
+			t.Errorf("Select(%q) = %s, %v; want %s", sel, names(got), err, want)
+		}
+	}
+	for _, bad := range []string{"nope", "@nosuchtag", "[", "lab-server,nope"} {
+		if _, err := Select(fleet(), bad); err == nil {
+			t.Errorf("Select(%q) accepted", bad)
+		}
+	}
+}
+
+func TestOptionsNormalize(t *testing.T) {
+	o := Options{}
+	if err := o.Normalize(); err != nil || o.Mode != ModeSwitch || o.Jobs != DefaultJobs || o.ConnectTimeout != 10*time.Second {
+		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	for _, bad := range []Options{{Mode: "reboot"}, {Jobs: -1}, {User: "root;id"}} {
+		if err := bad.Normalize(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	if !SetsProfile(ModeBoot) || SetsProfile(ModeTest) || !Activates(ModeTest) || Activates(ModeDryActivate) {
+		t.Fatal("mode semantics")
+	}
+}
+
+func TestValidateTargetBeforeAnyShell(t *testing.T) {
+	ok := inventory.Target{Name: "lab-server", Facts: inventory.Facts{Address: "10.0.0.1", User: "monibahmed"}}
+	if err := ValidateTarget(ok); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []inventory.Target{
+		{Name: "lab;rm", Facts: inventory.Facts{Address: "10.0.0.1", User: "u"}},
+		{Name: "x", Facts: inventory.Facts{Address: "$(id)", User: "u"}},
+		{Name: "x", Facts: inventory.Facts{Address: "10.0.0.1", User: "u u"}},
+		{Name: "x", Facts: inventory.Facts{Address: "fe80::1", User: "u"}},
+	} {
+		if err := ValidateTarget(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func TestParseFacts(t *testing.T) {
+	f := parseFacts("hostname=lab-server\nsudo=password\nnix=ok\nfree=2048\nsystemd=yes\nlab=no\ncurrent=/nix/store/a\nprofile=system-3-link\nprofilepath=/nix/store/a\n")
+	if f.hostname != "lab-server" || f.sudo != "password" || !f.nix || f.free != 2048*1024 || !f.systemd || f.lab || f.profilePath != "/nix/store/a" || generationOf(f.profile) != 3 {
+		t.Fatalf("%+v", f)
+	}
+}
+
+func TestSSHOptsKeepHostKeyChecking(t *testing.T) {
+	o := Options{KnownHosts: []string{"/lab/known_hosts"}, Identities: []string{"/lab/id"}, ConnectTimeout: 7 * time.Second}
+	s := sshOpts(o, "/tmp/ctl")
+	for _, want := range []string{"StrictHostKeyChecking=yes", "UserKnownHostsFile=/lab/known_hosts", "ControlMaster=auto", "ControlPath=/tmp/ctl/%C", "-i /lab/id", "IdentitiesOnly=yes", "ConnectTimeout=7", "BatchMode=yes"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("NIX_SSHOPTS lacks %q: %s", want, s)
+		}
+	}
+	if strings.Contains(s, "StrictHostKeyChecking=no") {
+		t.Fatal("host key checking disabled")
+	}
+}
+
+func TestAttributeErrors(t *testing.T) {
+	p := &nix.LogParser{}
+	p.Write([]byte(`@nix {"action":"msg","level":0,"file":"/nix/store/wn3291ahkkp1fxc5y8dzhjkqf65fiawk-source/targets/lab-server/configuration.nix","line":12,"column":19,"msg":"error: x","raw_msg":"cannot add a string to an integer"}` + "\n"))
+	p.Write([]byte(`@nix {"action":"msg","level":0,"msg":"error: builder for '/nix/store/g1yal0h7rg50ssqmcbz4wrg62mwfv6vn-nixos-system-media-center-26.11pre-double.drv' failed with exit code 1","raw_msg":"builder for '/nix/store/g1yal0h7rg50ssqmcbz4wrg62mwfv6vn-nixos-system-media-center-26.11pre-double.drv' failed with exit code 1"}` + "\n"))
+	got := attribute(p, []string{"dev-workstation", "lab-server", "media-center"}, "/repo", nil)
+	if len(got) != 2 || got["dev-workstation"] != nil {
+		t.Fatalf("attributed: %v", got)
+	}
+	if !strings.Contains(got["lab-server"].Error(), "targets/lab-server/configuration.nix:12:19: cannot add a string to an integer") {
+		t.Errorf("lab-server: %v", got["lab-server"])
+	}
+	if !strings.Contains(got["media-center"].Error(), "build failed: builder for") {
+		t.Errorf("media-center: %v", got["media-center"])
+	}
+	// An error in the shared modules fails every target.
+	p2 := &nix.LogParser{}
+	p2.Write([]byte(`@nix {"action":"msg","level":0,"file":"/nix/store/wn3291ahkkp1fxc5y8dzhjkqf65fiawk-source/targets/common/base.nix","line":3,"column":1,"msg":"e","raw_msg":"undefined variable 'x'"}` + "\n"))
+	if got := attribute(p2, []string{"a", "b"}, "/repo", nil); len(got) != 2 {
+		t.Errorf("common error attributed to %v", got)
+	}
+}
+
+func TestSudoAskedOnce(t *testing.T) {
+	asked := 0
+	s := &Sudo{Prompt: func(ctx context.Context) (string, error) { asked++; return "pw", nil }}
+	for i := 0; i < 3; i++ {
+		if pw, err := s.Password(context.Background()); err != nil || pw != "pw" {
+			t.Fatal(pw, err)
+		}
+	}
+	if asked != 1 {
+		t.Fatalf("asked %d times", asked)
+	}
+	if _, err := (&Sudo{}).Password(context.Background()); err != ErrNoSudoPrompt {
+		t.Fatalf("no prompt: %v", err)
+	}
+}
