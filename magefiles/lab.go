@@ -27,6 +27,19 @@ type Lab mg.Namespace
 
 func labDir(e *env) string { return filepath.Join(e.root, ".lab") }
 
+// openLab finds the repository and the lab that is up in its .lab/.
+func openLab(ctx context.Context) (*env, *lab.Lab, error) {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := lab.Open(labDir(e), run.Exec{})
+	if err != nil {
+		return e, nil, err
+	}
+	return e, l, nil
+}
+
 // Up starts the lab (idempotent): the example fleet's names first (lab-server,
 // dev-workstation, media-center, then node-4, ...), plus two hosts that are not
 // in the inventory ("stranger" with sshd, "silent" without). Writes
@@ -85,14 +98,15 @@ func (Lab) Up(ctx context.Context,
 // Down removes everything the lab created: namespaces, interfaces, processes
 // and state files. Harmless when no lab is up.
 func (Lab) Down(ctx context.Context) error {
-	e, err := newEnv(ctx)
+	e, l, err := openLab(ctx)
+	if e != nil && l == nil {
+		if _, statErr := os.Stat(filepath.Join(labDir(e), "state.json")); statErr != nil {
+			e.out.Linef("lab: nothing to remove (no lab is up in %s)", labDir(e))
+			return nil
+		}
+	}
 	if err != nil {
 		return err
-	}
-	l, err := lab.Open(labDir(e), run.Exec{})
-	if err != nil {
-		e.out.Linef("lab: nothing to remove (no lab is up in %s)", labDir(e))
-		return nil
 	}
 	if err := l.Down(ctx); err != nil {
 		return err
@@ -104,11 +118,7 @@ func (Lab) Down(ctx context.Context) error {
 // Status shows every lab host: address, role, whether sshd and nix-daemon
 // are up, and its current system generation.
 func (Lab) Status(ctx context.Context) error {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return err
-	}
-	l, err := lab.Open(labDir(e), run.Exec{})
+	e, l, err := openLab(ctx)
 	if err != nil {
 		return err
 	}
@@ -167,11 +177,7 @@ func printLabStatus(ctx context.Context, e *env, l *lab.Lab) error {
 // disk=<MiB> (0 restores), rate=<Mbit/s>, loss=<percent>, link-down, link-up,
 // blackhole, unblackhole, clear (rate and loss off).
 func (Lab) Fault(ctx context.Context, host, knob string) error {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return err
-	}
-	l, err := lab.Open(labDir(e), run.Exec{})
+	e, l, err := openLab(ctx)
 	if err != nil {
 		return err
 	}
