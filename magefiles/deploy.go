@@ -72,6 +72,8 @@ type deployFlags struct {
 	allowdirty, substitute, asksudo, force, lab, offline *bool
 	jobs                                                 *int
 	timeout                                              *time.Duration
+	norollback, nomagic, wait, failfast                  *bool
+	confirmtimeout                                       *time.Duration
 }
 
 func (f deployFlags) options(fl *fleet) deploy.Options {
@@ -86,6 +88,10 @@ func (f deployFlags) options(fl *fleet) deploy.Options {
 	}
 	if f.timeout != nil {
 		o.ConnectTimeout = *f.timeout
+	}
+	o.NoRollback, o.NoMagic, o.Wait, o.FailFast = on(f.norollback), on(f.nomagic), on(f.wait), on(f.failfast)
+	if f.confirmtimeout != nil {
+		o.ConfirmTimeout = *f.confirmtimeout
 	}
 	return o
 }
@@ -194,6 +200,10 @@ func Deploy(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/: inventory, known_hosts, key) and the nixpkgs test double
 	offline *bool, // build against the nixpkgs test double (only lab hosts accept such systems)
 	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	norollback *bool, // keep a failed or unhealthy activation instead of rolling back
+	nomagic *bool, // no magic rollback (the target's watchdog) for switch
+	confirmtimeout *time.Duration, // how long the target waits for the deployer to reconnect before rolling back (default 60s)
+	wait *bool, // wait while another deployer holds the target instead of failing
 ) error {
 	e, err := newEnv(ctx)
 	if err != nil {
@@ -216,7 +226,7 @@ func Deploy(ctx context.Context, name, address string,
 	if err := requireConfiguration(e, t.Name); err != nil {
 		return err
 	}
-	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode, user, rev, allowdirty, substitute, asksudo, force, lab, offline, nil, timeout})
+	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode, user, rev, allowdirty, substitute, asksudo, force, lab, offline, nil, timeout, norollback, nomagic, wait, nil, confirmtimeout})
 }
 
 // DeployAll deploys every inventory target in parallel (at most -jobs at a
@@ -235,6 +245,11 @@ func DeployAll(ctx context.Context,
 	lab *bool, // use the lab (.lab/) and the nixpkgs test double
 	offline *bool, // build against the nixpkgs test double
 	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	norollback *bool, // keep failed or unhealthy activations instead of rolling back
+	nomagic *bool, // no magic rollback (the targets' watchdogs) for switch
+	confirmtimeout *time.Duration, // how long targets wait for the deployer to reconnect before rolling back (default 60s)
+	wait *bool, // wait while another deployer holds a target instead of failing it
+	failfast *bool, // start no new target once one has failed
 ) error {
 	e, err := newEnv(ctx)
 	if err != nil {
@@ -253,7 +268,7 @@ func DeployAll(ctx context.Context,
 			return err
 		}
 	}
-	return runDeploy(ctx, e, fl, targets, deployFlags{mode, user, rev, allowdirty, substitute, asksudo, force, lab, offline, jobs, timeout})
+	return runDeploy(ctx, e, fl, targets, deployFlags{mode, user, rev, allowdirty, substitute, asksudo, force, lab, offline, jobs, timeout, norollback, nomagic, wait, failfast, confirmtimeout})
 }
 
 // requireConfiguration checks that targets/<name>/ exists, so that an

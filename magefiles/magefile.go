@@ -18,8 +18,9 @@ import (
 
 // Aliases for targets.
 var Aliases = map[string]interface{}{
-	"list":       Targets,
-	"build:host": BuildHost,
+	"list":        Targets,
+	"build:host":  BuildHost,
+	"rollback:to": RollbackTo,
 }
 
 // env is what every target needs: the repository, a process runner and output.

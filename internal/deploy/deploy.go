@@ -4,14 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/gitx"
@@ -138,26 +141,40 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	b := d.startBuild(ctx, src.Flake, names)
 
 	results := make([]Result, len(targets))
-	sem := make(chan struct{}, o.Jobs)
+	// Workers take targets in inventory order, at most o.Jobs at a time.
+	queue := make(chan int, len(targets))
+	for i := range targets {
+		queue <- i
+	}
+	close(queue)
 	var wg sync.WaitGroup
-	for i, t := range targets {
+	var failed atomic.Bool
+	skip := func(i int, cause string) {
+		t := targets[i]
+		results[i] = Result{Target: t.Name, Address: t.Address, Status: StatusSkipped,
+			Err: &Failure{Target: t.Name, Stage: "start", Cause: cause, Remedy: "nothing changed on this target"}}
+		d.Report.Finished(results[i])
+	}
+	workers := min(o.Jobs, len(targets))
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
+			for i := range queue {
+				switch {
+				case ctx.Err() != nil:
+					skip(i, "not started: interrupted")
+				case o.FailFast && failed.Load():
+					skip(i, "not started: another target failed and -failfast was given")
+				default:
+					r := d.one(ctx, targets[i], o, src, b, ctlDir)
+					if r.Status != StatusOK {
+						failed.Store(true)
+					}
+					results[i] = r
+					d.Report.Finished(r)
+				}
 			}
-			if ctx.Err() != nil {
-				results[i] = Result{Target: t.Name, Address: t.Address, Status: StatusSkipped,
-					Err: &Failure{Target: t.Name, Stage: "start", Cause: "not started: interrupted", Remedy: "nothing changed on this target"}}
-				d.Report.Finished(results[i])
-				return
-			}
-			defer func() { <-sem }()
-			r := d.one(ctx, t, o, src, b, ctlDir)
-			results[i] = r
-			d.Report.Finished(r)
 		}()
 	}
 	wg.Wait()
@@ -400,10 +417,27 @@ type session struct {
 }
 
 func (s *session) sudo(ctx context.Context, args ...string) (sshx.Output, error) {
-	if s.password == "" {
-		return s.sh.Run(ctx, "sudo -n -- "+run.ShellJoin(args...), nil)
+	return s.sudoInput(ctx, "", args...)
+}
+
+// sudoInput runs a privileged command with input. The password, when sudo
+// needs one, goes first on standard input (sudo -S reads exactly one line).
+func (s *session) sudoInput(ctx context.Context, input string, args ...string) (sshx.Output, error) {
+	cmd, prefix := s.sudoCommand(args...)
+	var stdin io.Reader
+	if prefix+input != "" {
+		stdin = strings.NewReader(prefix + input)
 	}
-	return s.sh.Run(ctx, "sudo -S -p '' -- "+run.ShellJoin(args...), strings.NewReader(s.password+"\n"))
+	return s.sh.Run(ctx, cmd, stdin)
+}
+
+// sudoCommand returns the command line and what must precede the command's
+// own input on standard input.
+func (s *session) sudoCommand(args ...string) (string, string) {
+	if s.password == "" {
+		return "sudo -n -- " + run.ShellJoin(args...), ""
+	}
+	return "sudo -S -p '' -- " + run.ShellJoin(args...), s.password + "\n"
 }
 
 func (d *Deployer) connect(ctx context.Context, t inventory.Target) (Shell, error) {
@@ -448,31 +482,269 @@ func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src S
 
 	// 1. Preflight.
 	d.Report.Stage(t.Name, StagePreflight)
-	sh, err := d.connect(ctx, t)
-	if err != nil {
+	sess, facts, f := d.open(ctx, t, o)
+	if f != nil {
 		if ctx.Err() != nil {
 			return interrupted(StagePreflight)
 		}
-		return fail(connectFailure(t, StagePreflight, err))
+		return fail(f)
 	}
-	defer sh.Close()
-	out, err := sh.Run(ctx, preflightScript, nil)
-	if err != nil {
+	defer sess.sh.Close()
+	lk, f := d.lock(ctx, sess, t, o, lockInfo(src.Commit, src.Dirty))
+	if f != nil {
 		if ctx.Err() != nil {
 			return interrupted(StagePreflight)
 		}
-		return fail(&Failure{Stage: StagePreflight, Cause: "probing the target failed: " + err.Error(), Remedy: "check that the target runs a POSIX shell for " + t.User, Err: err})
+		return fail(f)
 	}
-	facts := parseFacts(out.Stdout)
-	if facts.hostname != t.Name && facts.hostname != "nixos" && !o.Force {
-		return fail(&Failure{Stage: StagePreflight,
-			Cause:  fmt.Sprintf("%s answers as %q, not %q", t.Address, facts.hostname, t.Name),
-			Remedy: "wrong address? check target.json or the address you gave; -force deploys anyway"})
-	}
+	defer lk.release()
 	if o.Offline && !facts.lab {
 		return fail(&Failure{Stage: StagePreflight,
 			Cause:  "refusing to activate a test-double system (built offline) on a machine that is not a lab host",
 			Remedy: "deploy real systems with Nix >= 2.18 and without -offline/-lab"})
+	}
+
+	// 2. Build (shared with the other targets of the run).
+	d.Report.Stage(t.Name, StageBuild)
+	br, err := b.wait(ctx, t.Name)
+	if err != nil {
+		return interrupted(StageBuild)
+	}
+	if br.err != nil {
+		return fail(br.err)
+	}
+	res.System = br.path
+
+	// 3. Copy what the target lacks.
+	if !IsLocal(t.Address) {
+		d.Report.Stage(t.Name, StageCopy)
+		missing, bytes, err := d.missing(ctx, sess, br.path)
+		if err != nil {
+			if ctx.Err() != nil {
+				return interrupted(StageCopy)
+			}
+			return fail(nixRemoteFailure(StageCopy, err))
+		}
+		// Room for the NAR plus the database: 10% and 64 MiB of margin.
+		if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && facts.free > 0 && need > facts.free {
+			return fail(&Failure{Stage: StageCopy,
+				Cause:  fmt.Sprintf("not enough disk space on the target's /nix: the copy needs about %s, %s are free", HumanBytes(need), HumanBytes(facts.free)),
+				Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk"})
+		}
+		if len(missing) > 0 {
+			err := d.copy(ctx, t, o, br.path, missing, bytes, ctlDir)
+			if err != nil && err.retry && ctx.Err() == nil {
+				// Transient trouble (network, or paths that appeared meanwhile,
+				// which confuses Nix 2.8's daemon): once more, from scratch.
+				d.Report.Note(t.Name, "copy failed ("+err.Cause+"), trying once more")
+				err = d.copy(ctx, t, o, br.path, missing, bytes, ctlDir)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return interrupted(StageCopy)
+				}
+				return fail(err.Failure)
+			}
+		}
+		res.Copied, res.Bytes = len(missing), bytes
+	}
+	if ctx.Err() != nil {
+		return interrupted(StageCopy)
+	}
+
+	// 4. Activate. Once started, an activation is not interrupted: a half
+	// switched system is worse than waiting for it.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
+	defer cancel()
+	out := d.activateAndCheck(actx, sess, t, facts, br.path, o, src)
+	res.Generation = out.generation
+	if out.rolledBackTo >= 0 && out.failure != nil {
+		res.Status = StatusRolledBack
+	}
+	if out.failure != nil {
+		return fail(out.failure)
+	}
+	return res
+}
+
+type activation struct {
+	generation   int
+	rolledBackTo int // -1: no rollback happened
+	failure      *Failure
+}
+
+// activateAndCheck activates, verifies over a fresh connection, runs the
+// health checks, records the deployment in the target's history and rolls
+// back when any of it fails.
+func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t inventory.Target, facts targetFacts, path string, o Options, src Source) activation {
+	res := activation{rolledBackTo: -1}
+	prev := previousOf(facts)
+	token := uniqueID()
+	history, _ := readHistory(ctx, sess.sh)
+	entry := Entry{ID: token, Kind: KindDeploy, Path: path, Commit: src.Commit, Dirty: src.Dirty,
+		Deployer: Identity(), Time: now(), Mode: o.Mode, Result: ResultActivated, SameSystemAs: sameSystemAs(history, path, src.Commit)}
+	canRollBack := !o.NoRollback && (o.Mode == ModeTest && prev.current != "" || SetsProfile(o.Mode) && prev.generation > 0)
+
+	d.Report.Stage(t.Name, StageActivate)
+	magic := o.Mode == ModeSwitch && !o.NoMagic && prev.generation > 0
+	if magic {
+		if err := armWatchdog(ctx, sess, facts.systemd, token, o.ConfirmTimeout, prev); err != nil {
+			res.failure = &Failure{Stage: StageActivate, Cause: "arming the rollback watchdog failed: " + err.Error(), Remedy: "check the target's /run, or deploy with -nomagic", Err: err}
+			return res
+		}
+	}
+	// rollback undoes the activation and records it; cause is why.
+	rollback := func(s *session, stage, cause string, detail []string) activation {
+		if magic {
+			_ = confirm(ctx, s, token) // the deployer handles it; stop the watchdog
+		}
+		f := &Failure{Stage: stage, Cause: cause, Detail: detail}
+		if !canRollBack {
+			f.Remedy = "no rollback: there is no previous generation (first deployment) or -norollback was given; fix the configuration and deploy again, or `mage rollback`"
+			if o.NoRollback {
+				f.Remedy = "left as it is because of -norollback: fix it and deploy again, or `mage rollback " + t.Name + " " + t.Address + "`"
+			}
+			entry.Result = ResultFailed
+			if o.NoRollback {
+				entry.Result = ResultActivated
+				entry.Note = cause
+			}
+			_ = appendHistory(ctx, s, entry)
+			res.failure = f
+			return res
+		}
+		gen, err := restore(ctx, s, facts.systemd, o.Mode, prev)
+		if err != nil {
+			f.Remedy = "ROLLBACK FAILED too (" + err.Error() + "): reach the target (console or `mage rollback`) and select a working generation"
+			entry.Result = ResultFailed
+			_ = appendHistory(ctx, s, entry)
+			res.failure = f
+			return res
+		}
+		res.rolledBackTo = gen
+		f.Cause = fmt.Sprintf("%s; rolled back to generation %d", cause, gen)
+		f.Remedy = "the previous system is active again; fix the configuration and deploy again"
+		entry.Result, entry.RolledBackTo = ResultRolledBack, gen
+		_ = appendHistory(ctx, s, entry,
+			Entry{ID: token + "-rollback", Kind: KindRollback, Generation: gen, Path: prev.path, Deployer: Identity(), Time: now(), Mode: o.Mode, Result: ResultOK, Note: "automatic rollback: " + cause})
+		res.generation = gen
+		res.failure = f
+		return res
+	}
+
+	if f := d.activate(ctx, sess, facts, path, o.Mode); f != nil {
+		entry.Generation = d.currentGeneration(ctx, sess.sh)
+		return rollback(sess, StageActivate, f.Cause, f.Detail)
+	}
+	entry.Generation = d.currentGeneration(ctx, sess.sh)
+	res.generation = entry.Generation
+	if o.Mode == ModeDryActivate || o.Mode == ModeBoot {
+		// Nothing runs differently: nothing to verify or check.
+		if o.Mode == ModeBoot {
+			entry.Result = ResultOK
+			_ = appendHistory(ctx, sess, entry)
+		}
+		return res
+	}
+	_ = appendHistory(ctx, sess, entry)
+
+	// 5. Verify over a fresh connection: this also proves that SSH still works.
+	d.Report.Stage(t.Name, StageVerify)
+	vsh, err := d.connect(ctx, t)
+	if err != nil && magic {
+		d.Report.Note(t.Name, fmt.Sprintf("cannot reach the target after the switch (%v); waiting for its own rollback (up to %v)", err, o.ConfirmTimeout))
+		back, werr := d.waitForTarget(ctx, func(c context.Context) (Shell, error) { return d.connect(c, t) }, time.Now().Add(o.ConfirmTimeout+90*time.Second))
+		if werr != nil {
+			res.failure = &Failure{Stage: StageVerify, Cause: "the target has not answered over SSH since the switch: " + werr.Error(),
+				Remedy: "its watchdog rolls it back after " + o.ConfirmTimeout.String() + "; if it stays unreachable, use the console and select the previous generation in the boot menu"}
+			return res
+		}
+		defer back.Close()
+		// Give a watchdog that is rolling back right now time to finish.
+		for i := 0; i < 30 && !watchdogRolledBack(ctx, back, token); i++ {
+			time.Sleep(time.Second)
+		}
+		if watchdogRolledBack(ctx, back, token) {
+			res.rolledBackTo = prev.generation
+			res.generation = prev.generation
+			res.failure = &Failure{Stage: StageVerify,
+				Cause:  fmt.Sprintf("the new configuration cut SSH (%s); the target rolled itself back to generation %d (magic rollback)", shortErr(err), prev.generation),
+				Remedy: "check the configuration's SSH and network settings (services.openssh, networking, firewall) and deploy again"}
+			return res
+		}
+		res.failure = &Failure{Stage: StageVerify, Cause: "SSH failed right after the switch (" + shortErr(err) + ") and the target did not roll back", Remedy: "check the target"}
+		return res
+	}
+	if err != nil {
+		return rollback(sess, StageVerify, "reconnecting after the switch failed: "+shortErr(err), nil)
+	}
+	defer vsh.Close()
+	vsess := &session{sh: vsh, password: sess.password}
+	if magic {
+		if err := confirm(ctx, vsess, token); err != nil {
+			return rollback(sess, StageVerify, "confirming the switch failed: "+err.Error(), nil)
+		}
+	}
+	cur, _ := vsh.Run(ctx, "readlink /run/current-system", nil)
+	if got := strings.TrimSpace(cur.Stdout); got != path {
+		return rollback(vsess, StageVerify, fmt.Sprintf("/run/current-system is %q, not the deployed %s", got, path), nil)
+	}
+
+	// 6. Health checks.
+	d.Report.Stage(t.Name, StageHealth)
+	if err := d.healthChecks(ctx, vsh, t, facts.systemd); err != nil {
+		return rollback(vsess, StageHealth, err.Error(), nil)
+	}
+	_ = appendHistory(ctx, vsess, Entry{ID: token, Result: ResultOK})
+	return res
+}
+
+func shortErr(err error) string {
+	var se *sshx.Error
+	if errors.As(err, &se) {
+		return se.Cause
+	}
+	return err.Error()
+}
+
+func uniqueID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b)
+}
+
+// currentGeneration reads the generation the system profile points at.
+func (d *Deployer) currentGeneration(ctx context.Context, sh Shell) int {
+	out, err := sh.Run(ctx, "readlink /nix/var/nix/profiles/system", nil)
+	if err != nil {
+		return 0
+	}
+	return generationOf(out.Stdout)
+}
+
+// open connects to a target and runs the preflight checks: who it is,
+// whether sudo works (asking for the password when needed) and Nix is there.
+func (d *Deployer) open(ctx context.Context, t inventory.Target, o Options) (*session, targetFacts, *Failure) {
+	var facts targetFacts
+	sh, err := d.connect(ctx, t)
+	if err != nil {
+		return nil, facts, connectFailure(t, StagePreflight, err)
+	}
+	out, err := sh.Run(ctx, preflightScript, nil)
+	if err != nil {
+		sh.Close()
+		return nil, facts, &Failure{Stage: StagePreflight, Cause: "probing the target failed: " + err.Error(), Remedy: "check that the target runs a POSIX shell for " + t.User, Err: err}
+	}
+	facts = parseFacts(out.Stdout)
+	fail := func(f *Failure) (*session, targetFacts, *Failure) {
+		sh.Close()
+		f.Target = t.Name
+		return nil, facts, f
+	}
+	if facts.hostname != t.Name && facts.hostname != "nixos" && !o.Force {
+		return fail(&Failure{Stage: StagePreflight,
+			Cause:  fmt.Sprintf("%s answers as %q, not %q", t.Address, facts.hostname, t.Name),
+			Remedy: "wrong address? check target.json or the address you gave; -force deploys anyway"})
 	}
 	if !facts.nix {
 		return fail(&Failure{Stage: StagePreflight, Cause: "nix is not installed on the target (no nix-env/nix-store in PATH for " + t.User + ")",
@@ -506,65 +778,22 @@ func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src S
 			}
 		}
 	}
+	return sess, facts, nil
+}
 
-	// 2. Build (shared with the other targets of the run).
-	d.Report.Stage(t.Name, StageBuild)
-	br, err := b.wait(ctx, t.Name)
+// lock takes the target's deploy lock, or says who holds it.
+func (d *Deployer) lock(ctx context.Context, s *session, t inventory.Target, o Options, info string) (*lock, *Failure) {
+	lk, err := acquireLock(ctx, s, t.Name, info, o.Wait, func(holder string) {
+		d.Report.Note(t.Name, "waiting: "+t.Name+" is being deployed by "+holder)
+	})
 	if err != nil {
-		return interrupted(StageBuild)
-	}
-	if br.err != nil {
-		return fail(br.err)
-	}
-	res.System = br.path
-
-	// 3. Copy what the target lacks.
-	if !IsLocal(t.Address) {
-		d.Report.Stage(t.Name, StageCopy)
-		missing, bytes, err := d.missing(ctx, sess, br.path)
-		if err != nil {
-			if ctx.Err() != nil {
-				return interrupted(StageCopy)
-			}
-			return fail(nixRemoteFailure(StageCopy, err))
+		var le *LockedError
+		if errors.As(err, &le) {
+			return nil, &Failure{Stage: StagePreflight, Cause: le.Error(), Remedy: "wait for it to finish, or run again with -wait", Err: err}
 		}
-		// Room for the NAR plus the database: 10% and 64 MiB of margin.
-		if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && facts.free > 0 && need > facts.free {
-			return fail(&Failure{Stage: StageCopy,
-				Cause:  fmt.Sprintf("not enough disk space on the target's /nix: the copy needs about %s, %s are free", HumanBytes(need), HumanBytes(facts.free)),
-				Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk"})
-		}
-		if len(missing) > 0 {
-			if err := d.copy(ctx, t, o, br.path, missing, bytes, ctlDir); err != nil {
-				if ctx.Err() != nil {
-					return interrupted(StageCopy)
-				}
-				return fail(err)
-			}
-		}
-		res.Copied, res.Bytes = len(missing), bytes
+		return nil, &Failure{Stage: StagePreflight, Cause: err.Error(), Remedy: "check that flock (util-linux) and sudo work on the target", Err: err}
 	}
-	if ctx.Err() != nil {
-		return interrupted(StageCopy)
-	}
-
-	// 4. Activate. Once started, an activation is not interrupted: a half
-	// switched system is worse than waiting for it.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
-	defer cancel()
-	d.Report.Stage(t.Name, StageActivate)
-	if f := d.activate(actx, sess, facts, br.path, o.Mode); f != nil {
-		return fail(f)
-	}
-
-	// 5. Verify over a fresh connection.
-	d.Report.Stage(t.Name, StageVerify)
-	gen, f := d.verify(actx, t, br.path, o.Mode)
-	if f != nil {
-		return fail(f)
-	}
-	res.Generation = gen
-	return res
+	return lk, nil
 }
 
 // missing asks the target which paths of the closure it lacks.
@@ -629,7 +858,13 @@ func sshOpts(o Options, ctlDir string) string {
 	return strings.Join(opts, " ")
 }
 
-func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path string, missing []string, total int64, ctlDir string) *Failure {
+// copyError is a failed copy, and whether trying again may help.
+type copyError struct {
+	*Failure
+	retry bool
+}
+
+func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path string, missing []string, total int64, ctlDir string) *copyError {
 	sizes := map[string]int64{}
 	closure, _ := d.Nix.Closure(ctx, path)
 	for _, p := range closure {
@@ -659,17 +894,17 @@ func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path
 	all := strings.Join(text, "\n")
 	switch {
 	case strings.Contains(all, "lacks a valid signature"):
-		return &Failure{Stage: StageCopy, Cause: "the target's Nix refuses unsigned paths from " + t.User,
-			Remedy: "make " + t.User + " a trusted user on the target: nix.settings.trusted-users = [ \"root\" \"@wheel\" ] (targets/common/base.nix), deployed once by hand with nixos-rebuild", Err: err}
+		return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "the target's Nix refuses unsigned paths from " + t.User,
+			Remedy: "make " + t.User + " a trusted user on the target: nix.settings.trusted-users = [ \"root\" \"@wheel\" ] (targets/common/base.nix), deployed once by hand with nixos-rebuild", Err: err}}
 	case strings.Contains(strings.ToLower(all), "no space left on device"):
-		return &Failure{Stage: StageCopy, Cause: "the target ran out of disk space during the copy",
-			Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk", Err: err}
+		return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "the target ran out of disk space during the copy",
+			Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk", Err: err}}
 	case strings.Contains(all, "Host key verification failed"):
-		return &Failure{Stage: StageCopy, Cause: "OpenSSH (used by nix copy) does not accept the target's host key",
-			Remedy: "make sure the key is in the known_hosts file OpenSSH reads (~/.ssh/known_hosts)", Err: err}
+		return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "OpenSSH (used by nix copy) does not accept the target's host key",
+			Remedy: "make sure the key is in the known_hosts file OpenSSH reads (~/.ssh/known_hosts)", Err: err}}
 	}
 	detail := lastLines(all, 3)
-	return &Failure{Stage: StageCopy, Cause: "nix copy failed: " + strings.Join(detail, " | "), Remedy: "check the network and the target's disk and Nix", Err: err}
+	return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "nix copy failed: " + strings.Join(detail, " | "), Remedy: "check the network and the target's disk and Nix", Err: err}, retry: true}
 }
 
 func uniqueUnit() string {
@@ -691,14 +926,7 @@ func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, 
 			return &Failure{Stage: StageActivate, Cause: "setting the system profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target's disk and Nix", Err: err}
 		}
 	}
-	switchCmd := []string{path + "/bin/switch-to-configuration", mode}
-	var args []string
-	if facts.systemd {
-		args = append([]string{"env", "NIXOS_INSTALL_BOOTLOADER=0", "systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER",
-			"--collect", "--no-ask-password", "--pipe", "--quiet", "--service-type=exec", "--unit=" + uniqueUnit()}, switchCmd...)
-	} else {
-		args = append([]string{"env", "NIXOS_INSTALL_BOOTLOADER=0"}, switchCmd...)
-	}
+	args := switchCommand(facts.systemd, path, mode)
 	out, err := s.sudo(ctx, args...)
 	if err != nil {
 		var ee *sshx.ExitError
@@ -714,28 +942,6 @@ func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, 
 	return nil
 }
 
-func (d *Deployer) verify(ctx context.Context, t inventory.Target, path, mode string) (int, *Failure) {
-	sh, err := d.connect(ctx, t)
-	if err != nil {
-		return 0, connectFailure(t, StageVerify, err)
-	}
-	defer sh.Close()
-	out, err := sh.Run(ctx, `echo "current=$(readlink /run/current-system)"; echo "profile=$(readlink /nix/var/nix/profiles/system)"`, nil)
-	if err != nil {
-		return 0, &Failure{Stage: StageVerify, Cause: "reading the target's state failed: " + err.Error(), Remedy: "check the target", Err: err}
-	}
-	f := parseFacts(out.Stdout)
-	gen := generationOf(f.profile)
-	switch mode {
-	case ModeSwitch, ModeTest:
-		if f.current != path {
-			return gen, &Failure{Stage: StageVerify, Cause: fmt.Sprintf("/run/current-system is %s, not the deployed %s", f.current, path),
-				Remedy: "the activation did not take effect; look at the target's journal"}
-		}
-	}
-	return gen, nil
-}
-
 func generationOf(link string) int {
 	link = filepath.Base(strings.TrimSpace(link))
 	if !strings.HasPrefix(link, "system-") || !strings.HasSuffix(link, "-link") {
@@ -744,3 +950,5 @@ func generationOf(link string) int {
 	n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(link, "system-"), "-link"))
 	return n
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -36,6 +36,12 @@ type Options struct {
 	// Offline: build against the nixpkgs test double. Such systems are only
 	// ever activated on lab hosts.
 	Offline bool
+	// Safety.
+	NoRollback     bool          // keep a failed or unhealthy activation
+	NoMagic        bool          // no watchdog on the target
+	ConfirmTimeout time.Duration // how long the watchdog waits (default 60s)
+	Wait           bool          // wait for another deployer's lock instead of failing
+	FailFast       bool          // deployAll: start no new target after a failure
 	// SSH settings.
 	KnownHosts     []string
 	Identities     []string
@@ -68,6 +74,12 @@ func (o *Options) Normalize() error {
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.ConfirmTimeout == 0 {
+		o.ConfirmTimeout = 60 * time.Second
+	}
+	if o.ConfirmTimeout < 5*time.Second {
+		return fmt.Errorf("invalid -confirmtimeout=%v: at least 5s", o.ConfirmTimeout)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ const (
 	StageCopy      = "copy"
 	StageActivate  = "activate"
 	StageVerify    = "verify"
+	StageHealth    = "health"
 )
 
 // Results of a target.
@@ -26,6 +27,7 @@ const (
 	StatusFailed      = "failed"
 	StatusSkipped     = "skipped"
 	StatusInterrupted = "interrupted"
+	StatusRolledBack  = "rolled back"
 )
 
 // Reporter shows progress.
@@ -101,7 +103,7 @@ func WriteSummary(w io.Writer, p *ui.Printer, results []Result) error {
 		switch r.Status {
 		case StatusOK:
 			status = p.OK(status)
-		case StatusFailed, StatusInterrupted:
+		case StatusFailed, StatusInterrupted, StatusRolledBack:
 			status = p.Bad(status)
 		default:
 			status = p.Warning(status)

@@ -15,6 +15,8 @@ import (
 // Shell runs shell commands on a target (over SSH, or locally).
 type Shell interface {
 	Run(ctx context.Context, command string, stdin io.Reader) (sshx.Output, error)
+	// RunStream is Run with the caller's streams, for long-running commands.
+	RunStream(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) error
 	Close() error
 }
 
@@ -54,6 +56,16 @@ func (l LocalShell) Run(ctx context.Context, command string, stdin io.Reader) (s
 		return out, &sshx.ExitError{Command: command, Output: out}
 	}
 	return out, err
+}
+
+// RunStream implements Shell.
+func (l LocalShell) RunStream(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) error {
+	err := l.Runner.Run(ctx, run.Cmd{Name: "/bin/sh", Args: []string{"-c", command}, Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	var ee *run.ExitError
+	if errors.As(err, &ee) {
+		return &sshx.ExitError{Command: command, Output: sshx.Output{Code: ee.Code}}
+	}
+	return err
 }
 
 // Close implements Shell.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/monibahmed/nixos-config/internal/lab"
 	"github.com/monibahmed/nixos-config/internal/testutil"
 )
 
@@ -232,13 +231,7 @@ func TestFailOneBrokenOthersDeploy(t *testing.T) {
 
 func TestInterruptStopsBeforeActivation(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
-	f.setConfig("media-center", `lab.simulate.closure = { uniqueMiB = 6; };`)
-	f.commit("big media-center")
-	if err := f.lab.Shape(ctx, "media-center", lab.Link{RateMbit: 2}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.lab.Shape(ctx, "media-center", lab.Link{}) })
+	slowCopy(t, f, "media-center")
 	cmd := exec.Command(testutil.MageBinary(t), "deployAll", "-lab")
 	cmd.Dir = f.repo
 	var out strings.Builder

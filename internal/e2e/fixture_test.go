@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/lab"
@@ -37,7 +38,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	ctx := context.Background()
 	for _, h := range fleetNames {
-		if _, err := f.lab.Exec(ctx, h, "sh", "-c", "rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double"); err != nil {
+		if _, err := f.lab.Exec(ctx, h, "sh", "-c", "rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,4 +158,23 @@ func succeeds(t *testing.T, r testutil.Result) {
 	if r.Code != 0 {
 		t.Fatalf("exit %d:\n%s", r.Code, r.Combined())
 	}
+}
+
+// syncBuilder is a strings.Builder safe for a process writing while the
+// test reads.
+type syncBuilder struct {
+	mu sync.Mutex
+	strings.Builder
+}
+
+func (b *syncBuilder) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Builder.Write(p)
+}
+
+func (b *syncBuilder) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Builder.String()
 }

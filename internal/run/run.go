@@ -103,7 +103,10 @@ func (x Exec) Run(ctx context.Context, c Cmd) error {
 	} else {
 		cmd.Stderr = tail
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group (cancellation signals the whole group), and the
+	// child is terminated if this process dies without cancelling it (e.g.
+	// SIGKILL), so that no nix copy or ssh outlives its deployer.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error {
 		if cmd.Process == nil {
 			return nil

@@ -264,3 +264,30 @@ func (c *Client) Run(ctx context.Context, command string, stdin io.Reader) (Outp
 	}
 	return out, fmt.Errorf("running a command on %s: %w", c.cfg.Address, err)
 }
+
+// RunStream runs a command with caller-provided streams and returns when it
+// exits (an *ExitError for a non-zero status). Cancelling ctx closes the session.
+func (c *Client) RunStream(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) error {
+	sess, err := c.client.NewSession()
+	if err != nil {
+		return fmt.Errorf("opening an SSH session to %s: %w", c.cfg.Address, err)
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(command) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		sess.Close()
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	if err == nil {
+		return nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Command: command, Output: Output{Code: ee.ExitStatus()}}
+	}
+	return fmt.Errorf("running a command on %s: %w", c.cfg.Address, err)
+}

@@ -24,6 +24,7 @@
 #   lab.simulate.sshd                  "stop", or { port = N; }: applied on switch/test
 #   lab.simulate.closure.sharedMiB     size of a dependency shared by all targets
 #   lab.simulate.closure.uniqueMiB     size of a dependency unique to this target
+#   lab.simulate.closure.seed          any string: changes the dependencies' paths
 #   lab.simulate.build.failure         the toplevel's builder prints it and fails
 {
   description = "Test double for nixpkgs (offline checks and the lab; not for real machines)";

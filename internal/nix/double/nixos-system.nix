@@ -123,6 +123,8 @@ let
 
   blob = name: mib: derivation {
     inherit name;
+    # A different seed gives a different path of the same size.
+    seed = toString (closure.seed or "");
     system = hostPlatform;
     builder = "/bin/sh";
     args = [ "-c" "/usr/bin/mkdir -p $out && /usr/bin/head -c ${toString mib}M /dev/urandom > $out/blob" ];
