@@ -18,9 +18,10 @@ import (
 
 // Aliases for targets.
 var Aliases = map[string]interface{}{
-	"list":        Targets,
-	"build:host":  BuildHost,
-	"rollback:to": RollbackTo,
+	"list":            Targets,
+	"build:host":      BuildHost,
+	"rollback:to":     RollbackTo,
+	"discover:subnet": DiscoverSubnet,
 }
 
 // env is what every target needs: the repository, a process runner and output.

@@ -942,13 +942,6 @@ func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, 
 	return nil
 }
 
-func generationOf(link string) int {
-	link = filepath.Base(strings.TrimSpace(link))
-	if !strings.HasPrefix(link, "system-") || !strings.HasSuffix(link, "-link") {
-		return 0
-	}
-	n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(link, "system-"), "-link"))
-	return n
-}
+func generationOf(link string) int { return nix.GenerationOf(link) }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

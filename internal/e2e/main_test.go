@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 			}
 			defer os.RemoveAll(dir)
 			l, err := lab.New(lab.Config{Name: "e2d", StateDir: filepath.Join(dir, "state"), Subnet: "10.77.50.0/24",
-				Targets: fleetNames}, run.Exec{})
+				Targets: fleetNames, Extras: true}, run.Exec{})
 			if err != nil {
 				fmt.Println(err)
 				return 1

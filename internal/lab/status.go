@@ -4,9 +4,10 @@ import (
 	"context"
 	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/monibahmed/nixos-config/internal/nix"
 )
 
 // HostStatus is what lab:status shows for one host.
@@ -54,14 +55,4 @@ func (l *Lab) Status(ctx context.Context) ([]HostStatus, error) {
 }
 
 // GenerationOf reads N from a profile link name "system-N-link"; 0 otherwise.
-func GenerationOf(link string) int {
-	link = strings.TrimSpace(filepath.Base(link))
-	if !strings.HasPrefix(link, "system-") || !strings.HasSuffix(link, "-link") {
-		return 0
-	}
-	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(link, "system-"), "-link"))
-	if err != nil {
-		return 0
-	}
-	return n
-}
+func GenerationOf(link string) int { return nix.GenerationOf(link) }

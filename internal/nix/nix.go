@@ -240,3 +240,17 @@ func (e *Error) Rel(root string) *Error {
 	}
 	return &c
 }
+
+// GenerationOf reads N from a profile generation link "system-N-link" (or
+// a path ending in it); 0 otherwise.
+func GenerationOf(link string) int {
+	link = filepath.Base(strings.TrimSpace(link))
+	if !strings.HasPrefix(link, "system-") || !strings.HasSuffix(link, "-link") {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(link, "system-"), "-link"))
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -80,7 +80,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading known_hosts %s: %w", strings.Join(files, ", "), err)
 	}
-	auth, closeAgent, err := authMethods(cfg.Identities)
+	auth, closeAgent, err := AuthMethods(cfg.Identities)
 	if err != nil {
 		return nil, err
 	}
@@ -142,8 +142,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// authMethods: explicit identity files, or the agent plus default keys.
-func authMethods(identities []string) ([]ssh.AuthMethod, func(), error) {
+// AuthMethods returns public key authentication only: explicit identity
+// files, or the SSH agent plus ~/.ssh/id_{ed25519,ecdsa,rsa}. It never
+// offers a password, and the agent is never forwarded. The function closes
+// the agent connection.
+func AuthMethods(identities []string) ([]ssh.AuthMethod, func(), error) {
 	noop := func() {}
 	var signers []ssh.Signer
 	explicit := len(identities) > 0
