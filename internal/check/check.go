@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"os"
 	"path/filepath"
 	"sort"
@@ -57,7 +58,7 @@ type StageError struct {
 }
 
 func (e *StageError) Error() string {
-	return fmt.Sprintf("check failed at stage %d/4 (%s): %v", e.Stage, e.Name, e.Err)
+	return fmt.Sprintf("check failed at stage %d/4 (%s): %v (%s)", e.Stage, e.Name, e.Err, trouble.See(trouble.Check))
 }
 
 func (e *StageError) Unwrap() error { return e.Err }

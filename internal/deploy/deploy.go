@@ -22,6 +22,7 @@ import (
 	"github.com/monibahmed/nixos-config/internal/nix"
 	"github.com/monibahmed/nixos-config/internal/run"
 	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
 // Deployer deploys the repository's systems to targets.
@@ -54,7 +55,7 @@ func (d *Deployer) Resolve(ctx context.Context, o Options) (Source, error) {
 			return src, err
 		}
 		if !v.AtLeast(nix.MinVersionForNixpkgs) {
-			return src, fmt.Errorf("nix %s is too old for the pinned nixpkgs, which needs Nix >= %s (nixpkgs lib/minver.nix): upgrade Nix on this machine; to deploy test-double systems to the lab use -lab or -offline", v, nix.MinVersionForNixpkgs)
+			return src, fmt.Errorf("nix %s is too old for the pinned nixpkgs, which needs Nix >= %s (nixpkgs lib/minver.nix): upgrade Nix on this machine; to deploy test-double systems to the lab use -lab or -offline (%s)", v, nix.MinVersionForNixpkgs, trouble.See(trouble.NixVersion))
 		}
 	}
 	if o.Rev != "" {
@@ -71,7 +72,7 @@ func (d *Deployer) Resolve(ctx context.Context, o Options) (Source, error) {
 		return src, err
 	}
 	if dirty && !o.AllowDirty {
-		return src, errors.New("the work tree has uncommitted changes, so the deployed system would not correspond to a commit: commit them (git commit -a), or deploy anyway with -allowdirty")
+		return src, errors.New("the work tree has uncommitted changes, so the deployed system would not correspond to a commit: commit them (git commit -a), or deploy anyway with -allowdirty (" + trouble.See(trouble.GitState) + ")")
 	}
 	src.Dirty = dirty
 	if c, err := d.Git.Head(ctx); err == nil {
@@ -317,10 +318,10 @@ func contains(list []string, s string) bool {
 
 func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
 	if e.File != "" {
-		return &Failure{Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
+		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
 			Remedy: "fix the configuration at that location (mage check shows it too)", Err: e}
 	}
-	f := &Failure{Target: name, Stage: StageBuild, Cause: "build failed: " + e.Message,
+	f := &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "build failed: " + e.Message,
 		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: e}
 	if i := strings.Index(e.Message, "/nix/store/"); i >= 0 {
 		drv := e.Message[i:]
@@ -338,9 +339,9 @@ func buildFailure(name string, p *nix.LogParser, root string, err error) *Failur
 		return failureFromNix(name, errs[len(errs)-1].Rel(root), p)
 	}
 	if errors.Is(err, nix.ErrNotInstalled) {
-		return &Failure{Target: name, Stage: StageBuild, Cause: "nix is not installed on this machine", Remedy: "install Nix", Err: err}
+		return &Failure{Section: trouble.NixVersion, Target: name, Stage: StageBuild, Cause: "nix is not installed on this machine", Remedy: "install Nix", Err: err}
 	}
-	return &Failure{Target: name, Stage: StageBuild, Cause: "nix build failed: " + err.Error(), Remedy: "run the build by hand with `mage build:host " + name + "` to see the whole output", Err: err}
+	return &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "nix build failed: " + err.Error(), Remedy: "run the build by hand with `mage build:host " + name + "` to see the whole output", Err: err}
 }
 
 // ---- per target ----------------------------------------------------------
@@ -447,12 +448,23 @@ func (d *Deployer) connect(ctx context.Context, t inventory.Target) (Shell, erro
 	return d.Connector.Connect(ctx, t)
 }
 
+// sectionOf maps connection failures to the troubleshooting guide.
+func sectionOf(k sshx.Kind) string {
+	switch k {
+	case sshx.KindUnknownHost, sshx.KindChangedHost:
+		return trouble.HostKeys
+	case sshx.KindAuth:
+		return trouble.Auth
+	}
+	return trouble.Network
+}
+
 func connectFailure(t inventory.Target, stage string, err error) *Failure {
 	var se *sshx.Error
 	if errors.As(err, &se) {
-		return &Failure{Target: t.Name, Stage: stage, Cause: se.Cause, Remedy: se.Remedy, Err: err}
+		return &Failure{Target: t.Name, Stage: stage, Cause: se.Cause, Remedy: se.Remedy, Section: sectionOf(se.Kind), Err: err}
 	}
-	return &Failure{Target: t.Name, Stage: stage, Cause: err.Error(), Remedy: "check the address and that sshd runs on the target", Err: err}
+	return &Failure{Section: trouble.Network, Target: t.Name, Stage: stage, Cause: err.Error(), Remedy: "check the address and that sshd runs on the target", Err: err}
 }
 
 func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src Source, b *buildState, ctlDir string) (res Result) {
@@ -499,7 +511,7 @@ func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src S
 	}
 	defer lk.release()
 	if o.Offline && !facts.lab {
-		return fail(&Failure{Stage: StagePreflight,
+		return fail(&Failure{Section: trouble.TargetSetup, Stage: StagePreflight,
 			Cause:  "refusing to activate a test-double system (built offline) on a machine that is not a lab host",
 			Remedy: "deploy real systems with Nix >= 2.18 and without -offline/-lab"})
 	}
@@ -527,7 +539,7 @@ func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src S
 		}
 		// Room for the NAR plus the database: 10% and 64 MiB of margin.
 		if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && facts.free > 0 && need > facts.free {
-			return fail(&Failure{Stage: StageCopy,
+			return fail(&Failure{Section: trouble.DiskSpace, Stage: StageCopy,
 				Cause:  fmt.Sprintf("not enough disk space on the target's /nix: the copy needs about %s, %s are free", HumanBytes(need), HumanBytes(facts.free)),
 				Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk"})
 		}
@@ -589,7 +601,7 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 	magic := o.Mode == ModeSwitch && !o.NoMagic && prev.generation > 0
 	if magic {
 		if err := armWatchdog(ctx, sess, facts.systemd, token, o.ConfirmTimeout, prev); err != nil {
-			res.failure = &Failure{Stage: StageActivate, Cause: "arming the rollback watchdog failed: " + err.Error(), Remedy: "check the target's /run, or deploy with -nomagic", Err: err}
+			res.failure = &Failure{Section: trouble.Rollbacks, Stage: StageActivate, Cause: "arming the rollback watchdog failed: " + err.Error(), Remedy: "check the target's /run, or deploy with -nomagic", Err: err}
 			return res
 		}
 	}
@@ -598,7 +610,10 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 		if magic {
 			_ = confirm(ctx, s, token) // the deployer handles it; stop the watchdog
 		}
-		f := &Failure{Stage: stage, Cause: cause, Detail: detail}
+		f := &Failure{Stage: stage, Cause: cause, Detail: detail, Section: trouble.Activation}
+		if stage == StageHealth {
+			f.Section = trouble.Health
+		}
 		if !canRollBack {
 			f.Remedy = "no rollback: there is no previous generation (first deployment) or -norollback was given; fix the configuration and deploy again, or `mage rollback`"
 			if o.NoRollback {
@@ -622,6 +637,7 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 			return res
 		}
 		res.rolledBackTo = gen
+		f.Section = trouble.Rollbacks
 		f.Cause = fmt.Sprintf("%s; rolled back to generation %d", cause, gen)
 		f.Remedy = "the previous system is active again; fix the configuration and deploy again"
 		entry.Result, entry.RolledBackTo = ResultRolledBack, gen
@@ -655,7 +671,7 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 		d.Report.Note(t.Name, fmt.Sprintf("cannot reach the target after the switch (%v); waiting for its own rollback (up to %v)", err, o.ConfirmTimeout))
 		back, werr := d.waitForTarget(ctx, func(c context.Context) (Shell, error) { return d.connect(c, t) }, time.Now().Add(o.ConfirmTimeout+90*time.Second))
 		if werr != nil {
-			res.failure = &Failure{Stage: StageVerify, Cause: "the target has not answered over SSH since the switch: " + werr.Error(),
+			res.failure = &Failure{Section: trouble.Rollbacks, Stage: StageVerify, Cause: "the target has not answered over SSH since the switch: " + werr.Error(),
 				Remedy: "its watchdog rolls it back after " + o.ConfirmTimeout.String() + "; if it stays unreachable, use the console and select the previous generation in the boot menu"}
 			return res
 		}
@@ -667,12 +683,12 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 		if watchdogRolledBack(ctx, back, token) {
 			res.rolledBackTo = prev.generation
 			res.generation = prev.generation
-			res.failure = &Failure{Stage: StageVerify,
+			res.failure = &Failure{Section: trouble.Rollbacks, Stage: StageVerify,
 				Cause:  fmt.Sprintf("the new configuration cut SSH (%s); the target rolled itself back to generation %d (magic rollback)", shortErr(err), prev.generation),
 				Remedy: "check the configuration's SSH and network settings (services.openssh, networking, firewall) and deploy again"}
 			return res
 		}
-		res.failure = &Failure{Stage: StageVerify, Cause: "SSH failed right after the switch (" + shortErr(err) + ") and the target did not roll back", Remedy: "check the target"}
+		res.failure = &Failure{Section: trouble.Rollbacks, Stage: StageVerify, Cause: "SSH failed right after the switch (" + shortErr(err) + ") and the target did not roll back", Remedy: "check the target"}
 		return res
 	}
 	if err != nil {
@@ -733,7 +749,7 @@ func (d *Deployer) open(ctx context.Context, t inventory.Target, o Options) (*se
 	out, err := sh.Run(ctx, preflightScript, nil)
 	if err != nil {
 		sh.Close()
-		return nil, facts, &Failure{Stage: StagePreflight, Cause: "probing the target failed: " + err.Error(), Remedy: "check that the target runs a POSIX shell for " + t.User, Err: err}
+		return nil, facts, &Failure{Section: trouble.TargetSetup, Stage: StagePreflight, Cause: "probing the target failed: " + err.Error(), Remedy: "check that the target runs a POSIX shell for " + t.User, Err: err}
 	}
 	facts = parseFacts(out.Stdout)
 	fail := func(f *Failure) (*session, targetFacts, *Failure) {
@@ -742,38 +758,38 @@ func (d *Deployer) open(ctx context.Context, t inventory.Target, o Options) (*se
 		return nil, facts, f
 	}
 	if facts.hostname != t.Name && facts.hostname != "nixos" && !o.Force {
-		return fail(&Failure{Stage: StagePreflight,
+		return fail(&Failure{Section: trouble.WrongMachine, Stage: StagePreflight,
 			Cause:  fmt.Sprintf("%s answers as %q, not %q", t.Address, facts.hostname, t.Name),
 			Remedy: "wrong address? check target.json or the address you gave; -force deploys anyway"})
 	}
 	if !facts.nix {
-		return fail(&Failure{Stage: StagePreflight, Cause: "nix is not installed on the target (no nix-env/nix-store in PATH for " + t.User + ")",
+		return fail(&Failure{Section: trouble.TargetSetup, Stage: StagePreflight, Cause: "nix is not installed on the target (no nix-env/nix-store in PATH for " + t.User + ")",
 			Remedy: "install NixOS on the target first (see the README, adding a target)"})
 	}
 	sess := &session{sh: sh}
 	switch facts.sudo {
 	case "missing":
-		return fail(&Failure{Stage: StagePreflight, Cause: "sudo is not available to " + t.User + " on the target",
+		return fail(&Failure{Section: trouble.Sudo, Stage: StagePreflight, Cause: "sudo is not available to " + t.User + " on the target",
 			Remedy: "enable it (security.sudo.enable = true) and put " + t.User + " in wheel"})
 	case "password":
 		pw, err := d.Sudo.Password(ctx)
 		if err != nil {
 			if errors.Is(err, ErrNoSudoPrompt) {
-				return fail(&Failure{Stage: StagePreflight, Cause: "sudo on the target needs a password and there is no terminal to ask for it",
+				return fail(&Failure{Section: trouble.Sudo, Stage: StagePreflight, Cause: "sudo on the target needs a password and there is no terminal to ask for it",
 					Remedy: "run from a terminal with -asksudo (or pipe the password on standard input with -asksudo), or give " + t.User + " passwordless sudo (security.sudo.wheelNeedsPassword = false)"})
 			}
-			return fail(&Failure{Stage: StagePreflight, Cause: "no sudo password: " + err.Error(), Remedy: "run again and type the password"})
+			return fail(&Failure{Section: trouble.Sudo, Stage: StagePreflight, Cause: "no sudo password: " + err.Error(), Remedy: "run again and type the password"})
 		}
 		sess.password = pw
 		if out, err := sess.sudo(ctx, "true"); err != nil {
 			msg := strings.ToLower(out.Stderr + out.Stdout)
 			switch {
 			case strings.Contains(msg, "not in the sudoers") || strings.Contains(msg, "not allowed") || strings.Contains(msg, "may not run sudo"):
-				return fail(&Failure{Stage: StagePreflight, Cause: t.User + " may not use sudo on the target",
+				return fail(&Failure{Section: trouble.Sudo, Stage: StagePreflight, Cause: t.User + " may not use sudo on the target",
 					Remedy: "add " + t.User + " to wheel (users.users." + t.User + ".extraGroups) or a rule in security.sudo.extraRules"})
 			default:
 				d.Sudo.Forget()
-				return fail(&Failure{Stage: StagePreflight, Cause: "sudo rejected the password",
+				return fail(&Failure{Section: trouble.Sudo, Stage: StagePreflight, Cause: "sudo rejected the password",
 					Remedy: "run again and type " + t.User + "'s password on the target"})
 			}
 		}
@@ -789,9 +805,9 @@ func (d *Deployer) lock(ctx context.Context, s *session, t inventory.Target, o O
 	if err != nil {
 		var le *LockedError
 		if errors.As(err, &le) {
-			return nil, &Failure{Stage: StagePreflight, Cause: le.Error(), Remedy: "wait for it to finish, or run again with -wait", Err: err}
+			return nil, &Failure{Section: trouble.Locks, Stage: StagePreflight, Cause: le.Error(), Remedy: "wait for it to finish, or run again with -wait", Err: err}
 		}
-		return nil, &Failure{Stage: StagePreflight, Cause: err.Error(), Remedy: "check that flock (util-linux) and sudo work on the target", Err: err}
+		return nil, &Failure{Section: trouble.Locks, Stage: StagePreflight, Cause: err.Error(), Remedy: "check that flock (util-linux) and sudo work on the target", Err: err}
 	}
 	return lk, nil
 }
@@ -832,9 +848,9 @@ func nixRemoteFailure(stage string, err error) *Failure {
 	}
 	switch {
 	case strings.Contains(msg, "cannot connect to socket") || strings.Contains(msg, "daemon-socket"):
-		return &Failure{Stage: stage, Cause: "the target's nix-daemon is not running", Remedy: "start it on the target (systemctl start nix-daemon.socket)", Err: err}
+		return &Failure{Section: trouble.TargetSetup, Stage: stage, Cause: "the target's nix-daemon is not running", Remedy: "start it on the target (systemctl start nix-daemon.socket)", Err: err}
 	}
-	return &Failure{Stage: stage, Cause: "querying the target's Nix store failed: " + strings.Join(lastLines(msg, 2), " | "), Remedy: "check Nix on the target", Err: err}
+	return &Failure{Section: trouble.TargetSetup, Stage: stage, Cause: "querying the target's Nix store failed: " + strings.Join(lastLines(msg, 2), " | "), Remedy: "check Nix on the target", Err: err}
 }
 
 // sshOpts are the OpenSSH options for `nix copy` (NIX_SSHOPTS): the same
@@ -894,17 +910,17 @@ func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path
 	all := strings.Join(text, "\n")
 	switch {
 	case strings.Contains(all, "lacks a valid signature"):
-		return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "the target's Nix refuses unsigned paths from " + t.User,
+		return &copyError{Failure: &Failure{Section: trouble.TrustedUsers, Stage: StageCopy, Cause: "the target's Nix refuses unsigned paths from " + t.User,
 			Remedy: "make " + t.User + " a trusted user on the target: nix.settings.trusted-users = [ \"root\" \"@wheel\" ] (targets/common/base.nix), deployed once by hand with nixos-rebuild", Err: err}}
 	case strings.Contains(strings.ToLower(all), "no space left on device"):
-		return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "the target ran out of disk space during the copy",
+		return &copyError{Failure: &Failure{Section: trouble.DiskSpace, Stage: StageCopy, Cause: "the target ran out of disk space during the copy",
 			Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk", Err: err}}
 	case strings.Contains(all, "Host key verification failed"):
-		return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "OpenSSH (used by nix copy) does not accept the target's host key",
+		return &copyError{Failure: &Failure{Section: trouble.HostKeys, Stage: StageCopy, Cause: "OpenSSH (used by nix copy) does not accept the target's host key",
 			Remedy: "make sure the key is in the known_hosts file OpenSSH reads (~/.ssh/known_hosts)", Err: err}}
 	}
 	detail := lastLines(all, 3)
-	return &copyError{Failure: &Failure{Stage: StageCopy, Cause: "nix copy failed: " + strings.Join(detail, " | "), Remedy: "check the network and the target's disk and Nix", Err: err}, retry: true}
+	return &copyError{Failure: &Failure{Section: trouble.Network, Stage: StageCopy, Cause: "nix copy failed: " + strings.Join(detail, " | "), Remedy: "check the network and the target's disk and Nix", Err: err}, retry: true}
 }
 
 func uniqueUnit() string {
@@ -918,12 +934,12 @@ func uniqueUnit() string {
 // it survives the SSH connection dropping).
 func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, path, mode string) *Failure {
 	if _, err := s.sh.Run(ctx, "test -f "+run.Quote(path+"/nixos-version"), nil); err != nil {
-		return &Failure{Stage: StageActivate, Cause: path + " is not a NixOS system (no nixos-version)", Remedy: "deploy a nixosConfiguration's system.build.toplevel", Err: err}
+		return &Failure{Section: trouble.TargetSetup, Stage: StageActivate, Cause: path + " is not a NixOS system (no nixos-version)", Remedy: "deploy a nixosConfiguration's system.build.toplevel", Err: err}
 	}
 	if SetsProfile(mode) && facts.profilePath != path {
 		// (When it is already the current generation, --set would add nothing.)
 		if out, err := s.sudo(ctx, "nix-env", "-p", "/nix/var/nix/profiles/system", "--set", path); err != nil {
-			return &Failure{Stage: StageActivate, Cause: "setting the system profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target's disk and Nix", Err: err}
+			return &Failure{Section: trouble.TargetSetup, Stage: StageActivate, Cause: "setting the system profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target's disk and Nix", Err: err}
 		}
 	}
 	args := switchCommand(facts.systemd, path, mode)
@@ -934,7 +950,7 @@ func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, 
 		if errors.As(err, &ee) {
 			code = ee.Code
 		}
-		return &Failure{Stage: StageActivate,
+		return &Failure{Section: trouble.Activation, Stage: StageActivate,
 			Cause:  fmt.Sprintf("switch-to-configuration %s exited with status %d", mode, code),
 			Remedy: "the output is below; fix the configuration and deploy again",
 			Detail: lastLines(out.Stdout+"\n"+out.Stderr, 6), Err: err}

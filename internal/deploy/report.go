@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
@@ -60,18 +61,22 @@ type Result struct {
 
 // Failure is a failed target: one line naming cause and remedy.
 type Failure struct {
-	Target string
-	Stage  string
-	Cause  string
-	Remedy string
-	Detail []string // e.g. the last output lines of a failed activation
-	Err    error
+	Target  string
+	Stage   string
+	Cause   string
+	Remedy  string
+	Section string   // of docs/troubleshooting.md
+	Detail  []string // e.g. the last output lines of a failed activation
+	Err     error
 }
 
 func (f *Failure) Error() string {
 	s := f.Target + ": " + f.Stage + ": " + f.Cause
 	if f.Remedy != "" {
 		s += ": " + f.Remedy
+	}
+	if f.Section != "" {
+		s += " (" + trouble.See(f.Section) + ")"
 	}
 	return s
 }

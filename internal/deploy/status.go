@@ -12,6 +12,7 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
 // Generation is one system generation of a target.
@@ -128,13 +129,13 @@ func (d *Deployer) Rollback(ctx context.Context, t inventory.Target, to int, o O
 			nums = append(nums, strconv.Itoa(g.Number))
 		}
 		if to == 0 {
-			return res, &Failure{Target: t.Name, Stage: "rollback", Cause: fmt.Sprintf("no generation before the current one (%d)", cur), Remedy: "see `mage generations`; existing: " + strings.Join(nums, ", ")}
+			return res, &Failure{Section: trouble.Rollbacks, Target: t.Name, Stage: "rollback", Cause: fmt.Sprintf("no generation before the current one (%d)", cur), Remedy: "see `mage generations`; existing: " + strings.Join(nums, ", ")}
 		}
-		return res, &Failure{Target: t.Name, Stage: "rollback", Cause: fmt.Sprintf("generation %d does not exist", to), Remedy: "pick one of " + strings.Join(nums, ", ") + " (mage generations)"}
+		return res, &Failure{Section: trouble.Rollbacks, Target: t.Name, Stage: "rollback", Cause: fmt.Sprintf("generation %d does not exist", to), Remedy: "pick one of " + strings.Join(nums, ", ") + " (mage generations)"}
 	}
 	actx := context.WithoutCancel(ctx)
 	if out, err := sess.sudo(actx, "nix-env", "-p", "/nix/var/nix/profiles/system", "--switch-generation", strconv.Itoa(target.Number)); err != nil {
-		return res, &Failure{Target: t.Name, Stage: "rollback", Cause: "switching the profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target", Err: err}
+		return res, &Failure{Section: trouble.Rollbacks, Target: t.Name, Stage: "rollback", Cause: "switching the profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target", Err: err}
 	}
 	out, err := sess.sudo(actx, switchCommand(facts.systemd, target.Path, ModeSwitch)...)
 	entry := Entry{ID: uniqueID(), Kind: KindRollback, Generation: target.Number, Path: target.Path, Deployer: Identity(), Time: now(), Mode: ModeSwitch, Result: ResultOK,
@@ -142,7 +143,7 @@ func (d *Deployer) Rollback(ctx context.Context, t inventory.Target, to int, o O
 	if err != nil {
 		entry.Result = ResultFailed
 		_ = appendHistory(actx, sess, entry)
-		return res, &Failure{Target: t.Name, Stage: "rollback", Cause: fmt.Sprintf("switch-to-configuration of generation %d failed", target.Number),
+		return res, &Failure{Section: trouble.Rollbacks, Target: t.Name, Stage: "rollback", Cause: fmt.Sprintf("switch-to-configuration of generation %d failed", target.Number),
 			Remedy: "the profile points at it, but it did not activate cleanly; see the output", Detail: lastLines(out.Stdout+"\n"+out.Stderr, 6), Err: err}
 	}
 	_ = appendHistory(actx, sess, entry)
@@ -153,7 +154,7 @@ func (d *Deployer) Rollback(ctx context.Context, t inventory.Target, to int, o O
 	defer vsh.Close()
 	v, _ := vsh.Run(actx, "readlink /run/current-system", nil)
 	if strings.TrimSpace(v.Stdout) != target.Path {
-		return res, &Failure{Target: t.Name, Stage: StageVerify, Cause: "/run/current-system is not generation " + strconv.Itoa(target.Number) + " after the rollback", Remedy: "check the target"}
+		return res, &Failure{Section: trouble.Rollbacks, Target: t.Name, Stage: StageVerify, Cause: "/run/current-system is not generation " + strconv.Itoa(target.Number) + " after the rollback", Remedy: "check the target"}
 	}
 	res.Status, res.Generation, res.System, res.Duration = StatusOK, target.Number, target.Path, time.Since(start)
 	return res, nil

@@ -9,6 +9,7 @@ package discover
 import (
 	"errors"
 	"fmt"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"net"
 	"net/netip"
 )
@@ -21,17 +22,17 @@ const MaxPrefixBits = 22
 func ParseSubnet(cidr string, force bool) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(cidr)
 	if err != nil {
-		return p, fmt.Errorf("invalid subnet %q: write it as an IPv4 network in CIDR form, e.g. 192.168.1.0/24", cidr)
+		return p, fmt.Errorf("invalid subnet %q: write it as an IPv4 network in CIDR form, e.g. 192.168.1.0/24 (%s)", cidr, trouble.See(trouble.Discovery))
 	}
 	if !p.Addr().Is4() {
 		return p, fmt.Errorf("invalid subnet %q: only IPv4 subnets can be scanned (an IPv6 /64 is too large to scan)", cidr)
 	}
 	p = p.Masked()
 	if p.Bits() < MaxPrefixBits && !force {
-		return p, fmt.Errorf("subnet %s has %d addresses, more than a /%d: scan a smaller subnet, or pass -force", p, 1<<(32-p.Bits()), MaxPrefixBits)
+		return p, fmt.Errorf("subnet %s has %d addresses, more than a /%d: scan a smaller subnet, or pass -force (%s)", p, 1<<(32-p.Bits()), MaxPrefixBits, trouble.See(trouble.Discovery))
 	}
 	if !p.Addr().IsPrivate() && !force {
-		return p, fmt.Errorf("subnet %s is not a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16): discovery is for your own LAN; pass -force if this really is yours", p)
+		return p, fmt.Errorf("subnet %s is not a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16): discovery is for your own LAN; pass -force if this really is yours (%s)", p, trouble.See(trouble.Discovery))
 	}
 	return p, nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"strings"
 
 	"github.com/monibahmed/nixos-config/internal/run"
@@ -80,7 +81,13 @@ func (g Git) RevParse(ctx context.Context, rev string) (string, error) {
 	}
 	out, err := g.out(ctx, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
 	if err != nil || strings.TrimSpace(out) == "" {
-		return "", fmt.Errorf("unknown git revision %q: use a commit, tag or branch of this repository (git log --oneline)", rev)
+		return "", fmt.Errorf("unknown git revision %q: use a commit, tag or branch of this repository (git log --oneline) (%s)", rev, trouble.See(trouble.GitState))
 	}
 	return strings.TrimSpace(out), nil
+}
+
+// Add stages paths.
+func (g Git) Add(ctx context.Context, paths ...string) error {
+	_, err := g.out(ctx, append([]string{"add", "--"}, paths...)...)
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"net"
 	"os"
 	"path/filepath"
@@ -264,7 +265,7 @@ func (inv *Inventory) Get(name string) (Target, error) {
 			return t, nil
 		}
 	}
-	return Target{}, fmt.Errorf("unknown target %q: known targets are %s (inventory %s)", name, strings.Join(inv.Names(), ", "), inv.Source)
+	return Target{}, fmt.Errorf("unknown target %q: known targets are %s (inventory %s; %s)", name, strings.Join(inv.Names(), ", "), inv.Source, trouble.See(trouble.Inventory))
 }
 
 // Problem is one lint finding.

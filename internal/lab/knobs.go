@@ -382,3 +382,25 @@ func (l *Lab) Blackhole(ctx context.Context, host string, on bool) error {
 	_, err := l.ExecInput(ctx, host, rules, "nft", "-f", "-")
 	return err
 }
+
+// InstallCommand puts an executable script named name into /usr/local/bin of
+// the host (a directory of the host's own, bind-mounted over it inside its
+// namespaces), e.g. a stand-in for nixos-generate-config.
+func (l *Lab) InstallCommand(ctx context.Context, host, name, script string) error {
+	h, err := l.Host(host)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(name, "/ ") || name == "" {
+		return fmt.Errorf("invalid command name %q", name)
+	}
+	dir := filepath.Join(h.Dir, "fs", "usr-local-bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+		return err
+	}
+	_, err = l.Exec(ctx, host, "/bin/sh", "-c", `mountpoint -q /usr/local/bin && [ "$(stat -c %i /usr/local/bin)" = "$(stat -c %i "$1")" ] || mount --bind "$1" /usr/local/bin`, "install-command", dir)
+	return err
+}

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"net"
 	"net/netip"
 	"os"
@@ -286,7 +287,7 @@ func lookPath(bin string) (string, error) {
 type ErrPrerequisites struct{ Missing []string }
 
 func (e *ErrPrerequisites) Error() string {
-	return fmt.Sprintf("the lab needs %s: on Debian run `apt-get install nix-bin openssh-server openssh-client sudo iproute2 util-linux openssl nftables` as root (see .ci/run)", strings.Join(e.Missing, ", "))
+	return fmt.Sprintf("the lab needs %s: on Debian run `apt-get install nix-bin openssh-server openssh-client sudo iproute2 util-linux openssl nftables` as root (see .ci/run; %s)", strings.Join(e.Missing, ", "), trouble.See(trouble.Lab))
 }
 
 // procStartTime reads field 22 of /proc/<pid>/stat; 0 when the process is gone.

@@ -1,0 +1,154 @@
+// Package scaffold creates new targets from templates and installs the
+// hardware configuration of a real machine.
+package scaffold
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/template"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+)
+
+//go:embed templates
+var templates embed.FS
+
+// Spec of a new target.
+type Spec struct {
+	Name    string
+	Address string
+	User    string
+	System  string
+}
+
+// Git is what scaffolding needs from git.
+type Git interface {
+	Add(ctx context.Context, paths ...string) error
+}
+
+// New creates targets/<name>/ with a minimal configuration, the hardware
+// placeholder, target.json and a README, and adds it to git (flakes ignore
+// untracked files). It refuses invalid and existing names.
+func New(ctx context.Context, root string, s Spec, git Git) ([]string, error) {
+	if err := inventory.ValidateName(s.Name); err != nil {
+		return nil, err
+	}
+	if s.Name == inventory.CommonDir {
+		return nil, fmt.Errorf("%q is reserved for the shared modules", s.Name)
+	}
+	if s.Address == "" {
+		return nil, errors.New("no address: give the machine's address with -address=<ip or host name>")
+	}
+	if err := inventory.ValidateAddress(s.Address); err != nil {
+		return nil, err
+	}
+	if s.User == "" {
+		s.User = inventory.DefaultUser
+	}
+	if err := inventory.ValidateUser(s.User); err != nil {
+		return nil, err
+	}
+	if s.System == "" {
+		s.System = inventory.DefaultSystem
+	}
+	dir := filepath.Join(root, "targets", s.Name)
+	if _, err := os.Stat(dir); err == nil {
+		return nil, fmt.Errorf("target %s already exists (targets/%s)", s.Name, s.Name)
+	}
+	facts, err := json.MarshalIndent(inventory.Facts{Address: s.Address, User: s.User, System: s.System, Tags: []string{}}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{"target.json": append(facts, '\n')}
+	for _, name := range []string{"configuration.nix", "hardware-configuration.nix", "README.md"} {
+		data, err := render(name, s)
+		if err != nil {
+			return nil, err
+		}
+		files[name] = data
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var written []string
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		written = append(written, filepath.Join("targets", s.Name, name))
+	}
+	if err := git.Add(ctx, filepath.Join("targets", s.Name)); err != nil {
+		return written, fmt.Errorf("created targets/%s but `git add` failed (flakes ignore untracked files): %w", s.Name, err)
+	}
+	return written, nil
+}
+
+func render(name string, s Spec) ([]byte, error) {
+	src, err := templates.ReadFile("templates/" + name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, s); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// Placeholder returns the hardware configuration placeholder.
+func Placeholder() []byte {
+	data, _ := templates.ReadFile("templates/hardware-configuration.nix")
+	return data
+}
+
+// Parser checks Nix syntax.
+type Parser interface {
+	ParseFile(ctx context.Context, path string) error
+}
+
+// InstallHardware validates a hardware configuration (it must parse and look
+// like a NixOS module) and writes it into the target's directory. It
+// returns the previous content.
+func InstallHardware(ctx context.Context, root, name string, content []byte, p Parser) ([]byte, error) {
+	if err := inventory.ValidateName(name); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, "targets", name)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("target %s does not exist: create it with mage new %s -address=<address>", name, name)
+	}
+	if len(bytes.TrimSpace(content)) == 0 || !bytes.Contains(content, []byte("{")) {
+		return nil, errors.New("nixos-generate-config printed no configuration")
+	}
+	tmp, err := os.CreateTemp("", "hardware-*.nix")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(content); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	tmp.Close()
+	if err := p.ParseFile(ctx, tmp.Name()); err != nil {
+		return nil, fmt.Errorf("the generated hardware configuration does not parse: %w", err)
+	}
+	path := filepath.Join(dir, "hardware-configuration.nix")
+	old, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		return nil, err
+	}
+	return old, nil
+}

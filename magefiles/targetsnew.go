@@ -1,0 +1,110 @@
+//go:build mage
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/monibahmed/nixos-config/internal/deploy"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/scaffold"
+)
+
+// New scaffolds a target: targets/<name>/ with a minimal configuration.nix,
+// the hardware configuration placeholder, target.json with the address
+// given by -address, and a README; then `git add`s it (flakes ignore
+// untracked files). Refuses invalid or existing names.
+func New(ctx context.Context, name string,
+	address *string, // the machine's IP address or host name (required)
+	user *string, // SSH user (default monibahmed)
+	system *string, // Nix system (default x86_64-linux)
+) error {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return err
+	}
+	files, err := scaffold.New(ctx, e.root, scaffold.Spec{Name: name, Address: str(address), User: str(user), System: str(system)}, e.git())
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		e.out.Linef("new: created %s", f)
+	}
+	e.out.Linef("new: targets/%s added to git. Next: mage hardware %s %s, edit targets/%s/configuration.nix, mage check, commit, mage deploy %s -", name, name, str(address), name, name)
+	return nil
+}
+
+// Hardware runs `nixos-generate-config --show-hardware-config` on a machine
+// over SSH and installs the result as targets/<name>/hardware-configuration.nix
+// (after checking that it parses), replacing the placeholder; shows the diff.
+// <address> may be "-" for the inventory's.
+func Hardware(ctx context.Context, name, address string,
+	lab *bool, // use the lab (.lab/)
+	user *string, // SSH user instead of the inventory's
+) error {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return err
+	}
+	fl, err := loadFleet(e, lab)
+	if err != nil {
+		return err
+	}
+	t, err := fl.inv.Get(name)
+	if err != nil {
+		return err
+	}
+	if address != "-" {
+		if t, err = target(e, fl, name, address); err != nil {
+			return err
+		}
+	}
+	if u := str(user); u != "" {
+		t.User = u
+	}
+	if err := deploy.ValidateTarget(t); err != nil {
+		return err
+	}
+	conn := deploy.SSHConnector{KnownHosts: fl.knownHosts, Identities: fl.identities}
+	var sh deploy.Shell
+	if deploy.IsLocal(t.Address) {
+		sh = deploy.LocalShell{Runner: e.runner}
+	} else if sh, err = conn.Connect(ctx, t); err != nil {
+		return err
+	}
+	defer sh.Close()
+	out, err := sh.Run(ctx, "nixos-generate-config --show-hardware-config", nil)
+	if err != nil {
+		msg := strings.TrimSpace(out.Stderr)
+		if strings.Contains(msg, "not found") {
+			return fmt.Errorf("%s has no nixos-generate-config: is it running NixOS (or the NixOS installer)?", t.Address)
+		}
+		return fmt.Errorf("nixos-generate-config failed on %s: %v %s", t.Address, err, msg)
+	}
+	old, err := scaffold.InstallHardware(ctx, e.root, name, []byte(out.Stdout), nix.Nix{Runner: e.runner})
+	if err != nil {
+		return err
+	}
+	rel := filepath.Join("targets", name, "hardware-configuration.nix")
+	if bytes.Equal(old, []byte(out.Stdout)) {
+		e.out.Linef("hardware: %s is unchanged", rel)
+		return nil
+	}
+	// Show what changed.
+	tmp, err := os.CreateTemp("", "hardware-old-*.nix")
+	if err == nil {
+		tmp.Write(old)
+		tmp.Close()
+		defer os.Remove(tmp.Name())
+		diff, _ := run.Output(ctx, e.runner, run.Cmd{Name: "git", Args: []string{"diff", "--no-index", "--no-color", "--", tmp.Name(), filepath.Join(e.root, rel)}})
+		fmt.Print(diff)
+	}
+	e.out.Linef("hardware: wrote %s from %s; review it, run mage check and commit", rel, t.Address)
+	return nil
+}
