@@ -64,6 +64,7 @@ func newDeployer(e *env, f *fleet, reporter deploy.Reporter, timeout time.Durati
 		Connector: deploy.SSHConnector{KnownHosts: f.knownHosts, Identities: f.identities, Timeout: timeout},
 		Report:    reporter,
 		Sudo:      &deploy.Sudo{},
+		Hook:      filepath.Join(e.root, deploy.HookPath),
 	}
 }
 

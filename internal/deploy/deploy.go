@@ -34,6 +34,8 @@ type Deployer struct {
 	Connector Connector
 	Report    Reporter
 	Sudo      *Sudo
+	// Hook is run after each target when it exists (see HookPath).
+	Hook string
 }
 
 // Source is what a run deploys: the flake (work tree or commit) and the commit.
@@ -155,6 +157,7 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 		results[i] = Result{Target: t.Name, Address: t.Address, Status: StatusSkipped,
 			Err: &Failure{Target: t.Name, Stage: "start", Cause: cause, Remedy: "nothing changed on this target"}}
 		d.Report.Finished(results[i])
+		d.runHook(ctx, results[i], src)
 	}
 	workers := min(o.Jobs, len(targets))
 	for w := 0; w < workers; w++ {
@@ -174,6 +177,7 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 					}
 					results[i] = r
 					d.Report.Finished(r)
+					d.runHook(ctx, r, src)
 				}
 			}
 		}()

@@ -157,6 +157,7 @@ func (d *Deployer) Rollback(ctx context.Context, t inventory.Target, to int, o O
 		return res, &Failure{Section: trouble.Rollbacks, Target: t.Name, Stage: StageVerify, Cause: "/run/current-system is not generation " + strconv.Itoa(target.Number) + " after the rollback", Remedy: "check the target"}
 	}
 	res.Status, res.Generation, res.System, res.Duration = StatusOK, target.Number, target.Path, time.Since(start)
+	d.runHook(ctx, res, Source{})
 	return res, nil
 }
 

@@ -106,3 +106,24 @@ func TestDoubleToplevelFollowsModuleContent(t *testing.T) {
 		}
 	}
 }
+
+// The optional LAN binary cache module: off by default, wired when enabled.
+func TestBinaryCacheModule(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	double := filepath.Join(dir, nix.DoubleDir)
+	eval := func(attr string) string {
+		return strings.TrimSpace(nixOut(t, dir, append([]string{"eval", "--json", ".#nixosConfigurations." + attr}, (nix.Flake{Dir: dir, Nixpkgs: double}).Args()...)...))
+	}
+	testutil.Edit(t, dir, "targets/lab-server/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache.server.enable = true;")
+	testutil.Edit(t, dir, "targets/media-center/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache = { url = \"http://192.168.1.50:5000\"; publicKey = \"lab-cache-1:AAAA\"; };")
+	if got := eval("lab-server.config.services.nix-serve"); got != `{"enable":true,"openFirewall":true,"port":5000,"secretKeyFile":"/var/lib/nix-serve/cache-priv-key.pem"}` {
+		t.Errorf("server: %s", got)
+	}
+	if got := eval("media-center.config.nix.settings.extra-substituters"); got != `["http://192.168.1.50:5000"]` {
+		t.Errorf("client: %s", got)
+	}
+	if got := eval("media-center.config.nix.settings.extra-trusted-public-keys"); got != `["lab-cache-1:AAAA"]` {
+		t.Errorf("client key: %s", got)
+	}
+}

@@ -86,3 +86,28 @@ func TestHardwareFromLabTarget(t *testing.T) {
 		t.Error("a broken configuration was written")
 	}
 }
+
+func TestNotificationHook(t *testing.T) {
+	f := newFixture(t)
+	log := filepath.Join(t.TempDir(), "hook.log")
+	hook := "#!/bin/sh\necho \"$NIXOS_CONFIG_TARGET|$NIXOS_CONFIG_RESULT|$NIXOS_CONFIG_GENERATION|$NIXOS_CONFIG_COMMIT|$NIXOS_CONFIG_DIRTY\" >> " + log + "\necho notified\n"
+	if err := os.WriteFile(filepath.Join(f.repo, "hooks", "post-deploy"), []byte(hook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	head := strings.TrimSpace(testutil.Git(t, f.repo, "rev-parse", "HEAD"))
+	r := f.mage("deployAll", "-lab", "-on=lab-server,media-center")
+	succeeds(t, r)
+	data, _ := os.ReadFile(log)
+	for _, want := range []string{"lab-server|ok|1|" + head + "|false", "media-center|ok|1|" + head + "|false"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("hook log lacks %q:\n%s", want, data)
+		}
+	}
+	if !strings.Contains(r.Stdout, "lab-server: hook: notified") {
+		t.Errorf("hook output not shown:\n%s", r.Stdout)
+	}
+	// The example is off by default: not named post-deploy.
+	if _, err := os.Stat(filepath.Join(testutil.RepoRoot(t), "hooks", "post-deploy")); err == nil {
+		t.Error("a hook is enabled in the repository")
+	}
+}

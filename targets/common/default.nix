@@ -4,5 +4,8 @@
   imports = [
     ./base.nix
     ./users.nix
+    # Optional, off by default: see each file.
+    ./binary-cache.nix
+    ./secrets.nix
   ];
 }

@@ -55,22 +55,34 @@ let
 
   showPath = path: builtins.concatStringsSep "." path;
 
-  mergeItems = path: items0:
+  # mergeWith walks the definitions like the module system: attribute sets
+  # merge name by name, and at the leaves `leaf` decides.
+  mergeWith = leaf: path: items0:
     let items = concatMap unwrap items0; in
     if items != [ ] && all (it: isPlainSet it.value) items then
       let names = attrNames (foldl' (acc: it: acc // it.value) { } items); in
-      lib.genAttrs names (n: mergeItems (path ++ [ n ])
+      lib.genAttrs names (n: mergeWith leaf (path ++ [ n ])
         (concatMap (it: if it.value ? ${n} then [ (it // { value = it.value.${n}; }) ] else [ ]) items))
-    else
-      let
-        active = filter (it: all (c: c) it.conds) items;
-        best = foldl' (p: it: if it.prio < p then it.prio else p) 100000 active;
-        chosen = map (it: it.value) (filter (it: it.prio == best) active);
-      in
-      if active == [ ] then throw "The option `${showPath path}' is used but not defined."
-      else if all isList chosen then builtins.concatLists chosen
-      else if all (v: v == head chosen) chosen then head chosen
-      else throw "The option `${showPath path}' has conflicting definition values: ${toJSON chosen}";
+    else leaf path items;
+
+  activeOf = items: filter (it: all (c: c) it.conds) items;
+
+  # The value of an option: the definitions of the highest priority, lists
+  # concatenated, other values equal.
+  resolve = path: items:
+    let
+      active = activeOf items;
+      best = foldl' (p: it: if it.prio < p then it.prio else p) 100000 active;
+      chosen = map (it: it.value) (filter (it: it.prio == best) active);
+    in
+    if active == [ ] then throw "The option `${showPath path}' is used but not defined."
+    else if all isList chosen then builtins.concatLists chosen
+    else if all (v: v == head chosen) chosen then head chosen
+    else throw "The option `${showPath path}' has conflicting definition values: ${toJSON chosen}";
+
+  mergeItems = mergeWith resolve;
+  # Same shape, leaves say whether anything defines them (mkIf false does not).
+  definedItems = mergeWith (path: items: activeOf items != [ ]);
 
   # Option declarations: merged trees whose leaves are mkOption values.
   options = foldl' (acc: m: recursiveUpdateUntil acc m.options) { } collected;
@@ -83,7 +95,9 @@ let
     if isOption v then (if v ? default then lib.mkOptionDefault v.default else lib.mkMerge [ ])
     else if isAttrs v then defaultsOf v else lib.mkMerge [ ]) tree;
 
-  merged = mergeItems [ ] (map (m: item m.defs) collected ++ [ (item (defaultsOf options)) ]);
+  allItems = map (m: item m.defs) collected ++ [ (item (defaultsOf options)) ];
+  merged = mergeItems [ ] allItems;
+  defined = definedItems [ ] allItems;
 
   # ---- the parts of the configuration the double looks at ------------------
   hostName = merged.networking.hostName or "nixos";
@@ -137,11 +151,12 @@ let
   # checks do, so that mistakes such as `port = 8888 + "x";` fail here too.
   # Package-valued options are skipped: the double has no real packages.
   packageOptions = [ "package" "packages" "systemPackages" "extraPackages" "shell" "kernelPackages" "plugins" ];
-  forceLeaves = v:
-    if isPlainSet v then
-      builtins.all (n: elem n packageOptions || forceLeaves v.${n}) (attrNames v)
+  forceLeaves = v: d:
+    if d == false then true # only mkIf-false definitions: as if unset
+    else if isAttrs d && isPlainSet v then
+      builtins.all (n: elem n packageOptions || forceLeaves v.${n} d.${n}) (attrNames v)
     else builtins.seq v true;
-  evaluated = forceLeaves merged;
+  evaluated = forceLeaves merged defined;
 
   toplevel =
     assert checked;
