@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/monibahmed/nixos-config/internal/testutil"
+)
+
+// docExamples returns the commands of the README's code blocks marked
+// <!-- doctest -->.
+func docExamples(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	marked, in := false, false
+	for _, line := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.TrimSpace(line) == "<!-- doctest -->":
+			marked = true
+		case marked && strings.HasPrefix(line, "```"):
+			if in {
+				marked, in = false, false
+			} else {
+				in = true
+			}
+		case in && strings.TrimSpace(line) != "" && !strings.HasPrefix(line, "#"):
+			cmds = append(cmds, strings.TrimSpace(line))
+		}
+	}
+	return cmds
+}
+
+// The README's runnable examples work as written (against a lab of their
+// own: its name and subnet are substituted so it cannot meet another lab).
+func TestReadmeExamples(t *testing.T) {
+	requireLabPrereqs(t)
+	requireNix(t)
+	cmds := docExamples(t)
+	if len(cmds) < 5 {
+		t.Fatalf("only %d README examples found", len(cmds))
+	}
+	dir := testutil.CopyRepo(t)
+	t.Cleanup(func() { mage(t, dir, "lab:down") })
+	for _, c := range cmds {
+		if !strings.HasPrefix(c, "mage ") {
+			t.Fatalf("README example %q: only mage commands can be run", c)
+		}
+		c = strings.ReplaceAll(c, "10.77.0.", "10.77.70.")
+		args := strings.Fields(strings.TrimPrefix(c, "mage "))
+		if args[0] == "lab:up" {
+			args = append(args, "-name=doc", "-subnet=10.77.70.0/24")
+		}
+		r := mage(t, dir, args...)
+		if r.Code != 0 {
+			t.Fatalf("README example `%s` failed (exit %d):\n%s", c, r.Code, r.Combined())
+		}
+		switch args[0] {
+		case "deployAll":
+			if !regexp.MustCompile(`lab-server\s+10\.77\.70\.11\s+ok\s+1`).MatchString(r.Stdout) {
+				t.Errorf("deployAll:\n%s", r.Stdout)
+			}
+		case "status":
+			if !strings.Contains(r.Stdout, "up to date") {
+				t.Errorf("status:\n%s", r.Stdout)
+			}
+		case "discover:subnet":
+			if !strings.Contains(r.Stdout, "lab-server (by address)") {
+				t.Errorf("discover:\n%s", r.Stdout)
+			}
+		}
+	}
+}
