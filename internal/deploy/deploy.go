@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +96,7 @@ func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Buil
 	if err != nil {
 		return nil, src, err
 	}
-	b := d.startBuild(ctx, src.Flake, names)
+	b := d.startBuild(ctx, src.Flake, names, true)
 	<-b.done
 	out := make([]Built, len(names))
 	for i, n := range names {
@@ -141,7 +140,7 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	for i, t := range targets {
 		names[i] = t.Name
 	}
-	b := d.startBuild(ctx, src.Flake, names)
+	b := d.startBuild(ctx, src.Flake, names, false)
 
 	results := make([]Result, len(targets))
 	// Workers take targets in inventory order, at most o.Jobs at a time.
@@ -211,7 +210,7 @@ func (b *buildState) wait(ctx context.Context, name string) (buildResult, error)
 // startBuild builds every system in one `nix build` (one evaluator for the
 // fleet). When it fails, the failing targets are found from Nix's errors and
 // the others are built again (from the cache) so they can still deploy.
-func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) *buildState {
+func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, withSizes bool) *buildState {
 	b := &buildState{done: make(chan struct{}), results: map[string]buildResult{}}
 	go func() {
 		defer close(b.done)
@@ -233,13 +232,12 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) 
 			}
 			paths, err := d.Nix.Build(ctx, f, attrs, parser)
 			if err == nil {
-				sizes, serr := d.Nix.ClosureSizes(ctx, paths)
+				var sizes map[string]int64
+				if withSizes {
+					sizes, _ = d.Nix.ClosureSizes(ctx, paths)
+				}
 				for i, n := range remaining {
-					r := buildResult{path: paths[i]}
-					if serr == nil {
-						r.size = sizes[paths[i]]
-					}
-					b.results[n] = r
+					b.results[n] = buildResult{path: paths[i], size: sizes[paths[i]]}
 				}
 				return
 			}
@@ -534,7 +532,7 @@ func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src S
 	// 3. Copy what the target lacks.
 	if !IsLocal(t.Address) {
 		d.Report.Stage(t.Name, StageCopy)
-		missing, bytes, err := d.missing(ctx, sess, br.path)
+		missing, bytes, err := d.missing(ctx, sess, facts, br.path)
 		if err != nil {
 			if ctx.Err() != nil {
 				return interrupted(StageCopy)
@@ -602,7 +600,9 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 	canRollBack := !o.NoRollback && (o.Mode == ModeTest && prev.current != "" || SetsProfile(o.Mode) && prev.generation > 0)
 
 	d.Report.Stage(t.Name, StageActivate)
-	magic := o.Mode == ModeSwitch && !o.NoMagic && prev.generation > 0
+	// Re-activating the running system cannot cut SSH: no watchdog then.
+	unchanged := prev.current == path && prev.path == path
+	magic := o.Mode == ModeSwitch && !o.NoMagic && prev.generation > 0 && !unchanged
 	if magic {
 		if err := armWatchdog(ctx, sess, facts.systemd, token, o.ConfirmTimeout, prev); err != nil {
 			res.failure = &Failure{Section: trouble.Rollbacks, Stage: StageActivate, Cause: "arming the rollback watchdog failed: " + err.Error(), Remedy: "check the target's /run, or deploy with -nomagic", Err: err}
@@ -816,8 +816,13 @@ func (d *Deployer) lock(ctx context.Context, s *session, t inventory.Target, o O
 	return lk, nil
 }
 
-// missing asks the target which paths of the closure it lacks.
-func (d *Deployer) missing(ctx context.Context, s *session, path string) ([]string, int64, error) {
+// missing asks the target which paths of the closure it lacks. A valid
+// path implies a valid closure in Nix, so a system the target already runs
+// or has as its profile needs nothing.
+func (d *Deployer) missing(ctx context.Context, s *session, facts targetFacts, path string) (map[string]int64, int64, error) {
+	if facts.current == path || facts.profilePath == path {
+		return nil, 0, nil
+	}
 	closure, err := d.Nix.Closure(ctx, path)
 	if err != nil {
 		return nil, 0, err
@@ -832,15 +837,14 @@ func (d *Deployer) missing(ctx context.Context, s *session, path string) ([]stri
 	if err != nil {
 		return nil, 0, err
 	}
-	var missing []string
+	missing := map[string]int64{}
 	var bytes int64
 	for _, p := range strings.Fields(out.Stdout) {
-		if _, ok := size[p]; ok {
-			missing = append(missing, p)
-			bytes += size[p]
+		if n, ok := size[p]; ok {
+			missing[p] = n
+			bytes += n
 		}
 	}
-	sort.Strings(missing)
 	return missing, bytes, nil
 }
 
@@ -884,12 +888,8 @@ type copyError struct {
 	retry bool
 }
 
-func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path string, missing []string, total int64, ctlDir string) *copyError {
-	sizes := map[string]int64{}
-	closure, _ := d.Nix.Closure(ctx, path)
-	for _, p := range closure {
-		sizes[p.Path] = p.NarSize
-	}
+// copy sends the missing paths (with their sizes, for progress).
+func (d *Deployer) copy(ctx context.Context, t inventory.Target, o Options, path string, sizes map[string]int64, total int64, ctlDir string) *copyError {
 	d.Report.Progress(t.Name, 0, total)
 	parser := &nix.LogParser{OnProgress: func(p nix.Progress) {
 		var done int64

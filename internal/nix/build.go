@@ -49,7 +49,7 @@ func (n Nix) Build(ctx context.Context, f Flake, attrs []string, parser *LogPars
 // stream runs nix with stderr going to the parser (when given).
 func (n Nix) stream(ctx context.Context, args []string, parser *LogParser, env []string) (string, error) {
 	args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
-	c := run.Cmd{Name: "nix", Args: args, Env: append(append([]string(nil), n.Env...), env...)}
+	c := run.Cmd{Name: n.bin(), Args: args, Env: append(append([]string(nil), n.Env...), env...)}
 	if parser != nil {
 		c.Stderr = parser
 	}

@@ -27,6 +27,15 @@ type Nix struct {
 	Runner run.Runner
 	// Env is added to every nix process (e.g. NIX_SSHOPTS); may be nil.
 	Env []string
+	// Bin is the nix command; default "nix" from PATH.
+	Bin string
+}
+
+func (n Nix) bin() string {
+	if n.Bin != "" {
+		return n.Bin
+	}
+	return "nix"
 }
 
 // Flake names the repository's flake and, optionally, a replacement for its
@@ -103,7 +112,10 @@ func (n Nix) Version(ctx context.Context) (Version, error) {
 }
 
 func (n Nix) output(ctx context.Context, name string, args ...string) (string, error) {
-	if name == "nix" && !(len(args) == 1 && args[0] == "--version") {
+	if name == "nix" {
+		name = n.bin()
+	}
+	if name == n.bin() && !(len(args) == 1 && args[0] == "--version") {
 		// Flakes and the nix command are still experimental features; users
 		// should not have to edit nix.conf to use the toolkit.
 		args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
