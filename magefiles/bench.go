@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,10 +30,27 @@ func Bench(ctx context.Context,
 	shared *int, // MiB of closure shared by all targets (default 40)
 	unique *int, // MiB of closure unique to each target (default 20)
 	out *string, // directory for benchmarks.md and benchmarks.json (default docs/)
+	render *string, // only rewrite benchmarks.md from this benchmarks.json (no measurement)
 ) error {
 	e, err := newEnv(ctx)
 	if err != nil {
 		return err
+	}
+	if render != nil {
+		data, err := os.ReadFile(*render)
+		if err != nil {
+			return err
+		}
+		var rep bench.Report
+		if err := json.Unmarshal(data, &rep); err != nil {
+			return fmt.Errorf("%s: %w", *render, err)
+		}
+		md, err := os.Create(filepath.Join(filepath.Dir(*render), "benchmarks.md"))
+		if err != nil {
+			return err
+		}
+		defer md.Close()
+		return rep.WriteMarkdown(md)
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -123,6 +123,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			f.Ceiling, ratio(f.Mage.Median, f.Ceiling),
 			mib(f.MageBytes), mib(f.BaselineBytes), f.MageEvaluators, f.BaselineEvaluator, f.SSHPerTarget)
 	}
+	b.WriteString(r.analysis())
 	b.WriteString("\n## No-op redeploy and discovery\n\n| scenario | mage | baseline | ratio |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| redeploy of an up-to-date target | %s | %s (`nix copy` copying nothing + SSH activation) | %s |\n", secs(r.NoopMage), secs(r.NoopRaw), ratio(r.NoopMage.Median, r.NoopRaw.Median))
 	fmt.Fprintf(&b, "| discovery of the lab /24 | %s (%d hosts) | %s (`nmap -n -p22 --open`, %d hosts) | %s |\n", secs(r.Discover), r.MageFound, secs(r.Nmap), r.NmapFound, ratio(r.Discover.Median, r.Nmap.Median))
@@ -147,4 +148,30 @@ func (r *Report) WriteJSON(w io.Writer) error {
 		*Report
 		Goals []Goal `json:"goals"`
 	}{r, r.Goals()})
+}
+
+// analysis explains, from the figures, what limits the fleet deploy.
+func (r *Report) analysis() string {
+	var b strings.Builder
+	for _, f := range r.Fleet {
+		if f.N == 1 && f.Mage.Median > f.Baseline.Median {
+			fmt.Fprintf(&b, "- N=1: deployAll spends %.2f s more than the bare commands: the work they skip (SSH preflight with host key, sudo and disk checks, the target lock, the deployment history, verification over a new connection, health checks).\n",
+				f.Mage.Median-f.Baseline.Median)
+		}
+		if f.Ceiling <= 0 || f.N < 2 {
+			continue
+		}
+		switch {
+		case f.Ceiling > f.LowerBound*1.2:
+			fmt.Fprintf(&b, "- N=%d: the network profile allows %.2f s, but this machine alone needs %.2f s to take %d closures (bare parallel `nix copy`, no shaping): the simulated targets' sshd and nix-daemon share its %d cores, so the lab is CPU-bound, not network-bound. deployAll takes %s of that ceiling.\n",
+				f.N, f.LowerBound, f.Ceiling, f.N, r.Machine.Cores, ratio(f.Mage.Median, f.Ceiling))
+		default:
+			fmt.Fprintf(&b, "- N=%d: the lab can take the closures in %.2f s (bare parallel copies) against a network bound of %.2f s; deployAll takes %s of the bound.\n",
+				f.N, f.Ceiling, f.LowerBound, ratio(f.Mage.Median, f.LowerBound))
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "\nWhere the time goes:\n\n" + b.String()
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,5 +153,36 @@ func TestDemo(t *testing.T) {
 		if strings.HasPrefix(e.Name(), "demo-") {
 			t.Errorf("demo left namespace %s", e.Name())
 		}
+	}
+}
+
+// On a terminal: progress bars and colours; NO_COLOR turns the colours off
+// (https://no-color.org), not the bars.
+func TestTerminalOutputAndNoColor(t *testing.T) {
+	f := newFixture(t)
+	testutil.RequireTools(t, "script")
+	run := func(env ...string) string {
+		cmd := exec.Command("script", "-qec", testutil.MageBinary(t)+" deployAll -lab", "/dev/null")
+		cmd.Dir = f.repo
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("deployAll on a pty: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	colored := run("TERM=xterm")
+	if !strings.Contains(colored, "\x1b[2K") || !strings.Contains(colored, "fleet") || !strings.Contains(colored, "\x1b[32mok\x1b[0m") {
+		t.Errorf("no progress display or colours on a terminal:\n%q", colored)
+	}
+	if regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ lab-server: preflight`).MatchString(colored) {
+		t.Error("timestamped plain lines on a terminal")
+	}
+	plain := run("TERM=xterm", "NO_COLOR=1")
+	if regexp.MustCompile(`\x1b\[3\dm`).MatchString(plain) {
+		t.Errorf("colours despite NO_COLOR:\n%q", plain)
+	}
+	if !strings.Contains(plain, "\x1b[2K") {
+		t.Error("NO_COLOR removed the progress display")
 	}
 }
