@@ -67,9 +67,9 @@ type FleetResult struct {
 	MageEvaluators    int     `json:"mageEvaluators"`
 	BaselineEvaluator int     `json:"baselineEvaluators"`
 	SSHPerTarget      float64 `json:"sshConnectionsPerTarget"`
-	// Ceiling: n bare `nix copy` at once to unshaped lab targets. The
-	// simulated targets' sshd and nix-daemon run on this machine's cores, so
-	// this is the fastest the lab can take n closures whatever the network.
+	// Ceiling: n bare `nix copy` at once over the same links: the fastest
+	// this lab takes n closures. The simulated targets' sshd and nix-daemon
+	// run on this machine's cores, so it can exceed the network bound.
 	Ceiling float64 `json:"labCeilingSeconds"`
 }
 
@@ -86,8 +86,11 @@ type Report struct {
 	Discover  Stat          `json:"discoverSeconds"`
 	Nmap      Stat          `json:"nmapSeconds"`
 	NmapFound int           `json:"nmapHosts"`
-	MageFound int           `json:"discoverHosts"`
-	TotalSecs float64       `json:"totalSeconds"`
+	// SSHCPU is the CPU time (all processes) one closure's bytes cost
+	// through OpenSSH alone (ssh target 'cat > /dev/null').
+	SSHCPU    float64 `json:"sshCpuSecondsPerClosure"`
+	MageFound int     `json:"discoverHosts"`
+	TotalSecs float64 `json:"totalSeconds"`
 }
 
 // Machine facts.
@@ -197,9 +200,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if fr.Ceiling, err = r.ceiling(ctx, n); err != nil {
 			return nil, fmt.Errorf("lab ceiling, %d targets: %w", n, err)
 		}
-		r.logf("N=%d: the lab machine copies %d closures at best in %.2fs (parallel bare nix copy, links not shaped)", n, n, fr.Ceiling)
+		r.logf("N=%d: %d bare nix copy at once over the same links take %.2fs", n, n, fr.Ceiling)
 		rep.Fleet = append(rep.Fleet, fr)
 	}
+	if rep.SSHCPU, err = r.sshCost(ctx); err != nil {
+		return nil, fmt.Errorf("SSH cost: %w", err)
+	}
+	r.logf("moving one closure's bytes through OpenSSH costs %.2f CPU-seconds on this machine", rep.SSHCPU)
 	if err := r.noop(ctx, rep); err != nil {
 		return nil, fmt.Errorf("no-op redeploy: %w", err)
 	}
@@ -408,9 +415,10 @@ func (r *runner) rawDeploy(ctx context.Context, t inventory.Target, path string)
 	return nil
 }
 
-// ceiling copies n closures at once with bare nix copy to unshaped targets.
+// ceiling copies n closures at once with bare nix copy over the profile's
+// links: the same transfers as a deployment with no tool around them.
 func (r *runner) ceiling(ctx context.Context, n int) (float64, error) {
-	l, err := r.newLabShaped(ctx, n, false, false)
+	l, err := r.newLab(ctx, n, false)
 	if err != nil {
 		return 0, err
 	}
@@ -439,6 +447,63 @@ func (r *runner) ceiling(ctx context.Context, n int) (float64, error) {
 		}
 	}
 	return time.Since(start).Seconds(), nil
+}
+
+// cpuSeconds is the machine's busy CPU time so far (from /proc/stat).
+func cpuSeconds() float64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+	var busy float64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy / 100 // USER_HZ
+}
+
+// sshCost pipes one closure's worth of bytes through ssh into cat on a lab
+// target and returns the CPU time the machine spent (the median of 3).
+func (r *runner) sshCost(ctx context.Context) (float64, error) {
+	l, err := r.newLabShaped(ctx, 1, false, false)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Down(context.Background())
+	inv, err := inventory.LoadFile(l.InventoryPath())
+	if err != nil {
+		return 0, err
+	}
+	t := inv.Targets[0]
+	size := int64(r.cfg.Profile.SharedMiB+r.cfg.Profile.UniqueMiB) << 20
+	var costs []float64
+	for i := 0; i < 3; i++ {
+		// Without the connection setup: subtract an empty session.
+		c0 := cpuSeconds()
+		if err := r.ex.Run(ctx, run.Cmd{Name: "ssh", Args: append(r.sshOpts(), t.User+"@"+t.Address, "true")}); err != nil {
+			return 0, err
+		}
+		c1 := cpuSeconds()
+		err := r.ex.Run(ctx, run.Cmd{Name: "ssh", Args: append(r.sshOpts(), t.User+"@"+t.Address, "cat > /dev/null"),
+			Stdin: io.LimitReader(zeros{}, size)})
+		if err != nil {
+			return 0, err
+		}
+		c2 := cpuSeconds()
+		costs = append(costs, (c2-c1)-(c1-c0))
+	}
+	return stat(costs).Median, nil
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // noop measures redeploying an up-to-date target: mage deploy against the
