@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestStat(t *testing.T) {
+	s := stat([]float64{3, 1, 2})
+	if s.Median != 2 || s.Min != 1 || s.Max != 3 {
+		t.Fatalf("%+v", s)
+	}
+	if s := stat([]float64{4, 1, 2, 3}); s.Median != 2.5 {
+		t.Fatalf("even median %+v", s)
+	}
+}
+
+func TestLowerBound(t *testing.T) {
+	p := Profile{TargetMbit: 100, UplinkMbit: 1000, SharedMiB: 40, UniqueMiB: 20}
+	// 60 MiB through a 100 Mbit/s link.
+	want := 60.0 * (1 << 20) * 8 / 100e6
+	if got := lowerBound(1, p); math.Abs(got-want) > 1e-9 {
+		t.Fatalf("N=1: %v, want %v", got, want)
+	}
+	// 20 targets: 1.2 GiB through the 1 Gbit/s uplink dominates.
+	if got, up := lowerBound(20, p), 20*60.0*(1<<20)*8/1000e6; math.Abs(got-up) > 1e-9 {
+		t.Fatalf("N=20: %v, want %v", got, up)
+	}
+}
+
+func TestEvaluatorsFromShimLog(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	lines := []string{
+		"--version",
+		"--extra-experimental-features nix-command flakes build --no-link --json /r#a /r#b",
+		"--extra-experimental-features nix-command flakes path-info --json -r /nix/store/x",
+		"--extra-experimental-features nix-command copy --to ssh-ng://u@h /nix/store/x",
+		"--extra-experimental-features nix-command flakes eval --json /r#nixosConfigurations",
+	}
+	os.WriteFile(log, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	if n, total := evaluators(log, 0); n != 2 || total != 5 {
+		t.Fatalf("evaluators %d of %d", n, total)
+	}
+	if n, _ := evaluators(log, 2); n != 1 {
+		t.Fatalf("from line 2: %d", n)
+	}
+}
+
+func TestGoals(t *testing.T) {
+	r := &Report{
+		Fleet: []FleetResult{
+			{N: 1, Mage: Stat{Median: 6}, Baseline: Stat{Median: 6}, MageEvaluators: 1, SSHPerTarget: 3},
+			{N: 8, Mage: Stat{Median: 8}, Baseline: Stat{Median: 48}, MageEvaluators: 1, SSHPerTarget: 3},
+		},
+		NoopMage: Stat{Median: 1.2}, NoopRaw: Stat{Median: 1},
+		Discover: Stat{Median: 1}, Nmap: Stat{Median: 2},
+	}
+	got := map[string]bool{}
+	for _, g := range r.Goals() {
+		got[g.Name] = g.Met
+	}
+	for name, met := range map[string]bool{
+		"deployAll N=8 vs N=1": true, "sequential / deployAll at N=8": true, "no-op redeploy / bare commands": true,
+		"Nix evaluators per deployAll": true, "SSH connections per target per deploy": true, "discover:subnet / nmap -p22 --open": true,
+	} {
+		if got[name] != met {
+			t.Errorf("%s: met=%v", name, got[name])
+		}
+	}
+	r.Fleet[1].Mage.Median = 13 // 13/6 > 1.5 and 48/13 < 4
+	for _, g := range r.Goals() {
+		if (g.Name == "deployAll N=8 vs N=1" || g.Name == "sequential / deployAll at N=8") && g.Met {
+			t.Errorf("%s should be missed", g.Name)
+		}
+	}
+}
