@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -963,5 +962,3 @@ func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, 
 }
 
 func generationOf(link string) int { return nix.GenerationOf(link) }
-
-func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

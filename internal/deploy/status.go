@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 
 	"fmt"
 	"sort"
@@ -289,7 +290,7 @@ func (d *Deployer) HeadSystems(ctx context.Context, names []string, o Options) (
 		return nil, err
 	}
 	m := map[string]string{}
-	if err := jsonUnmarshal(out, &m); err != nil {
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		return nil, err
 	}
 	return m, nil
