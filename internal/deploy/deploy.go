@@ -95,7 +95,7 @@ func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Buil
 	if err != nil {
 		return nil, src, err
 	}
-	b := d.startBuild(ctx, src.Flake, names, true)
+	b := d.startBuild(ctx, src.Flake, names)
 	<-b.done
 	out := make([]Built, len(names))
 	for i, n := range names {
@@ -139,7 +139,7 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	for i, t := range targets {
 		names[i] = t.Name
 	}
-	b := d.startBuild(ctx, src.Flake, names, false)
+	b := d.startBuild(ctx, src.Flake, names)
 
 	results := make([]Result, len(targets))
 	// Workers take targets in inventory order, at most o.Jobs at a time.
@@ -187,9 +187,10 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 // ---- build -------------------------------------------------------------
 
 type buildResult struct {
-	path string
-	size int64
-	err  *Failure
+	path    string
+	size    int64
+	closure map[string]int64 // path -> NAR size
+	err     *Failure
 }
 
 type buildState struct {
@@ -209,7 +210,7 @@ func (b *buildState) wait(ctx context.Context, name string) (buildResult, error)
 // startBuild builds every system in one `nix build` (one evaluator for the
 // fleet). When it fails, the failing targets are found from Nix's errors and
 // the others are built again (from the cache) so they can still deploy.
-func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, withSizes bool) *buildState {
+func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) *buildState {
 	b := &buildState{done: make(chan struct{}), results: map[string]buildResult{}}
 	go func() {
 		defer close(b.done)
@@ -231,12 +232,14 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, 
 			}
 			paths, err := d.Nix.Build(ctx, f, attrs, parser)
 			if err == nil {
-				var sizes map[string]int64
-				if withSizes {
-					sizes, _ = d.Nix.ClosureSizes(ctx, paths)
-				}
+				// One path-info for every closure (not one per target).
+				closures, _ := d.Nix.Closures(ctx, paths)
 				for i, n := range remaining {
-					b.results[n] = buildResult{path: paths[i], size: sizes[paths[i]]}
+					r := buildResult{path: paths[i], closure: closures[paths[i]]}
+					for _, size := range r.closure {
+						r.size += size
+					}
+					b.results[n] = r
 				}
 				return
 			}
@@ -531,7 +534,7 @@ func (d *Deployer) one(ctx context.Context, t inventory.Target, o Options, src S
 	// 3. Copy what the target lacks.
 	if !IsLocal(t.Address) {
 		d.Report.Stage(t.Name, StageCopy)
-		missing, bytes, err := d.missing(ctx, sess, facts, br.path)
+		missing, bytes, err := d.missing(ctx, sess, facts, br)
 		if err != nil {
 			if ctx.Err() != nil {
 				return interrupted(StageCopy)
@@ -651,11 +654,20 @@ func (d *Deployer) activateAndCheck(ctx context.Context, sess *session, t invent
 		return res
 	}
 
-	if f := d.activate(ctx, sess, facts, path, o.Mode); f != nil {
-		entry.Generation = d.currentGeneration(ctx, sess.sh)
+	gen, f := d.activate(ctx, sess, facts, path, o.Mode)
+	entry.Generation = gen
+	if f != nil {
+		if f.Section == trouble.TargetSetup {
+			// Nothing was activated.
+			f.Target = t.Name
+			res.failure = f
+			if magic {
+				_ = confirm(ctx, sess, token)
+			}
+			return res
+		}
 		return rollback(sess, StageActivate, f.Cause, f.Detail)
 	}
-	entry.Generation = d.currentGeneration(ctx, sess.sh)
 	res.generation = entry.Generation
 	if o.Mode == ModeDryActivate || o.Mode == ModeBoot {
 		// Nothing runs differently: nothing to verify or check.
@@ -730,15 +742,6 @@ func uniqueID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b)
-}
-
-// currentGeneration reads the generation the system profile points at.
-func (d *Deployer) currentGeneration(ctx context.Context, sh Shell) int {
-	out, err := sh.Run(ctx, "readlink /nix/var/nix/profiles/system", nil)
-	if err != nil {
-		return 0
-	}
-	return generationOf(out.Stdout)
 }
 
 // open connects to a target and runs the preflight checks: who it is,
@@ -818,19 +821,25 @@ func (d *Deployer) lock(ctx context.Context, s *session, t inventory.Target, o O
 // missing asks the target which paths of the closure it lacks. A valid
 // path implies a valid closure in Nix, so a system the target already runs
 // or has as its profile needs nothing.
-func (d *Deployer) missing(ctx context.Context, s *session, facts targetFacts, path string) (map[string]int64, int64, error) {
+func (d *Deployer) missing(ctx context.Context, s *session, facts targetFacts, br buildResult) (map[string]int64, int64, error) {
+	path := br.path
 	if facts.current == path || facts.profilePath == path {
 		return nil, 0, nil
 	}
-	closure, err := d.Nix.Closure(ctx, path)
-	if err != nil {
-		return nil, 0, err
+	size := br.closure
+	if size == nil {
+		size = map[string]int64{}
+		closure, err := d.Nix.Closure(ctx, path)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, p := range closure {
+			size[p.Path] = p.NarSize
+		}
 	}
 	var list strings.Builder
-	size := map[string]int64{}
-	for _, p := range closure {
-		list.WriteString(p.Path + "\n")
-		size[p.Path] = p.NarSize
+	for p := range size {
+		list.WriteString(p + "\n")
 	}
 	out, err := s.sh.Run(ctx, "xargs nix-store --check-validity --print-invalid", strings.NewReader(list.String()))
 	if err != nil {
@@ -935,30 +944,65 @@ func uniqueUnit() string {
 // activate follows nixos-rebuild: check the system, set the profile, run
 // switch-to-configuration (under systemd-run where there is systemd, so that
 // it survives the SSH connection dropping).
-func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, path, mode string) *Failure {
-	if _, err := s.sh.Run(ctx, "test -f "+run.Quote(path+"/nixos-version"), nil); err != nil {
-		return &Failure{Section: trouble.TargetSetup, Stage: StageActivate, Cause: path + " is not a NixOS system (no nixos-version)", Remedy: "deploy a nixosConfiguration's system.build.toplevel", Err: err}
-	}
+// activateScript runs on the target as root, in one round trip: check that
+// the path is a NixOS system, set the profile (switch/boot), run
+// switch-to-configuration (its command line follows the four arguments),
+// and print the resulting profile generation. Distinct exit statuses tell
+// the steps apart.
+const activateScript = `p=$1 setprofile=$2
+shift 2
+if [ ! -f "$p/nixos-version" ]; then
+	echo "$p has no nixos-version" >&2
+	exit 90
+fi
+if [ "$setprofile" = 1 ]; then
+	nix-env -p /nix/var/nix/profiles/system --set "$p" || exit 91
+fi
+"$@"
+rc=$?
+echo "nixos-config-profile=$(readlink /nix/var/nix/profiles/system)"
+exit $rc
+`
+
+// activate follows nixos-rebuild: check the system, set the profile, run
+// switch-to-configuration (under systemd-run where there is systemd, so that
+// it survives the SSH connection dropping). It returns the profile
+// generation afterwards.
+func (d *Deployer) activate(ctx context.Context, s *session, facts targetFacts, path, mode string) (int, *Failure) {
+	// When the system already is the current generation, --set adds nothing.
+	setProfile := "0"
 	if SetsProfile(mode) && facts.profilePath != path {
-		// (When it is already the current generation, --set would add nothing.)
-		if out, err := s.sudo(ctx, "nix-env", "-p", "/nix/var/nix/profiles/system", "--set", path); err != nil {
-			return &Failure{Section: trouble.TargetSetup, Stage: StageActivate, Cause: "setting the system profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target's disk and Nix", Err: err}
-		}
+		setProfile = "1"
 	}
-	args := switchCommand(facts.systemd, path, mode)
+	args := append([]string{"sh", "-c", activateScript, "activate", path, setProfile}, switchCommand(facts.systemd, path, mode)...)
 	out, err := s.sudo(ctx, args...)
-	if err != nil {
-		var ee *sshx.ExitError
-		code := -1
-		if errors.As(err, &ee) {
-			code = ee.Code
+	gen := 0
+	var lines []string
+	for _, l := range strings.Split(out.Stdout, "\n") {
+		if v, ok := strings.CutPrefix(l, "nixos-config-profile="); ok {
+			gen = generationOf(v)
+			continue
 		}
-		return &Failure{Section: trouble.Activation, Stage: StageActivate,
-			Cause:  fmt.Sprintf("switch-to-configuration %s exited with status %d", mode, code),
-			Remedy: "the output is below; fix the configuration and deploy again",
-			Detail: lastLines(out.Stdout+"\n"+out.Stderr, 6), Err: err}
+		lines = append(lines, l)
 	}
-	return nil
+	if err == nil {
+		return gen, nil
+	}
+	var ee *sshx.ExitError
+	code := -1
+	if errors.As(err, &ee) {
+		code = ee.Code
+	}
+	switch code {
+	case 90:
+		return gen, &Failure{Section: trouble.TargetSetup, Stage: StageActivate, Cause: path + " is not a NixOS system (no nixos-version)", Remedy: "deploy a nixosConfiguration's system.build.toplevel", Err: err}
+	case 91:
+		return gen, &Failure{Section: trouble.TargetSetup, Stage: StageActivate, Cause: "setting the system profile failed: " + strings.Join(lastLines(out.Stderr, 2), " | "), Remedy: "check the target's disk and Nix", Err: err}
+	}
+	return gen, &Failure{Section: trouble.Activation, Stage: StageActivate,
+		Cause:  fmt.Sprintf("switch-to-configuration %s exited with status %d", mode, code),
+		Remedy: "the output is below; fix the configuration and deploy again",
+		Detail: lastLines(strings.Join(lines, "\n")+"\n"+out.Stderr, 6), Err: err}
 }
 
 func generationOf(link string) int { return nix.GenerationOf(link) }

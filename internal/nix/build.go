@@ -65,9 +65,10 @@ func (n Nix) stream(ctx context.Context, args []string, parser *LogParser, env [
 
 // PathInfo is one store path's metadata.
 type PathInfo struct {
-	Path        string `json:"path"`
-	NarSize     int64  `json:"narSize"`
-	ClosureSize int64  `json:"closureSize"`
+	Path        string   `json:"path"`
+	NarSize     int64    `json:"narSize"`
+	ClosureSize int64    `json:"closureSize"`
+	References  []string `json:"references"`
 }
 
 // parsePathInfo reads `nix path-info --json`: an array in Nix < 2.19, an
@@ -120,6 +121,43 @@ func (n Nix) Closure(ctx context.Context, path string) ([]PathInfo, error) {
 		return nil, err
 	}
 	return parsePathInfo(out)
+}
+
+// Closures returns the closure (path -> NAR size) of each of paths, from
+// one `nix path-info` for all of them.
+func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error) {
+	out, err := n.stream(ctx, append([]string{"path-info", "--json", "-r"}, paths...), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := parsePathInfo(out)
+	if err != nil {
+		return nil, err
+	}
+	byPath := map[string]PathInfo{}
+	for _, i := range infos {
+		byPath[i.Path] = i
+	}
+	result := map[string]map[string]int64{}
+	for _, root := range paths {
+		closure := map[string]int64{}
+		stack := []string{root}
+		for len(stack) > 0 {
+			p := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if _, seen := closure[p]; seen {
+				continue
+			}
+			info, ok := byPath[p]
+			if !ok {
+				return nil, fmt.Errorf("nix path-info did not describe %s", p)
+			}
+			closure[p] = info.NarSize
+			stack = append(stack, info.References...)
+		}
+		result[root] = closure
+	}
+	return result, nil
 }
 
 // CopyOptions for Copy.
