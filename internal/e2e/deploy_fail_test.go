@@ -270,3 +270,19 @@ func TestInterruptStopsBeforeActivation(t *testing.T) {
 		t.Error("media-center changed after the interrupt")
 	}
 }
+
+// A wrong address must not put one target's system on another machine.
+func TestFailWrongMachine(t *testing.T) {
+	f := newFixture(t)
+	media := f.host("media-center")
+	r := f.mage("deploy", "lab-server", media.Address, "-lab")
+	failsWith(t, r, `lab-server: preflight: `+media.Address+` answers as "media-center", not "lab-server"`, "-force")
+	if f.generation("media-center") != 0 {
+		t.Fatal("lab-server's system reached media-center")
+	}
+	// -force deploys anyway (here, on purpose, onto the other lab host).
+	succeeds(t, f.mage("deploy", "lab-server", media.Address, "-lab", "-force"))
+	if cur := f.current("media-center"); !strings.Contains(cur, "-nixos-system-lab-server-") {
+		t.Fatalf("-force: media-center runs %s", cur)
+	}
+}
