@@ -206,23 +206,10 @@ func Deploy(ctx context.Context, name, address string,
 	confirmtimeout *time.Duration, // how long the target waits for the deployer to reconnect before rolling back (default 60s)
 	wait *bool, // wait while another deployer holds the target instead of failing
 ) error {
-	e, err := newEnv(ctx)
+	// -user is applied by deploy.Options (for every target of the run).
+	e, fl, t, err := resolveTarget(ctx, name, address, lab, nil)
 	if err != nil {
 		return err
-	}
-	fl, err := loadFleet(e, lab)
-	if err != nil {
-		return err
-	}
-	t, err := fl.inv.Get(name)
-	if err != nil {
-		return err
-	}
-	if address != "-" {
-		if err := inventory.ValidateAddress(address); err != nil {
-			return fmt.Errorf("%w: give an IP address or host name, or - for the inventory's (%s)", err, t.Address)
-		}
-		t.Address = address
 	}
 	if err := requireConfiguration(e, t.Name); err != nil {
 		return err

@@ -16,39 +16,39 @@ import (
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
-// target resolves <name> <address> ("-": the inventory's) for rollback and
-// generations.
-func target(e *env, fl *fleet, name, address string) (inventory.Target, error) {
-	t, err := fl.inv.Get(name)
-	if err != nil {
-		return t, err
-	}
-	if address != "-" {
-		if err := inventory.ValidateAddress(address); err != nil {
-			return t, fmt.Errorf("%w: give an IP address or host name, or - for the inventory's (%s)", err, t.Address)
-		}
-		t.Address = address
-	}
-	return t, nil
-}
-
-func rollbackTo(ctx context.Context, name, address string, generation int, asksudo, wait, lab *bool, user *string) error {
+// resolveTarget finds the repository, the fleet (-lab or not) and the
+// target <name> at <address> ("-": the inventory's), with -user applied.
+func resolveTarget(ctx context.Context, name, address string, lab *bool, user *string) (*env, *fleet, inventory.Target, error) {
+	var t inventory.Target
 	e, err := newEnv(ctx)
 	if err != nil {
-		return err
+		return nil, nil, t, err
 	}
 	fl, err := loadFleet(e, lab)
 	if err != nil {
-		return err
+		return nil, nil, t, err
 	}
-	t, err := target(e, fl, name, address)
+	if t, err = fl.inv.Get(name); err != nil {
+		return nil, nil, t, err
+	}
+	if address != "-" {
+		if err := inventory.ValidateAddress(address); err != nil {
+			return nil, nil, t, fmt.Errorf("%w: give an IP address or host name, or - for the inventory's (%s)", err, t.Address)
+		}
+		t.Address = address
+	}
+	if u := str(user); u != "" {
+		t.User = u
+	}
+	return e, fl, t, nil
+}
+
+func rollbackTo(ctx context.Context, name, address string, generation int, asksudo, wait, lab *bool, user *string) error {
+	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
 		return err
 	}
-	o := deploy.Options{Wait: on(wait), User: str(user)}
-	if o.User != "" {
-		t.User = o.User
-	}
+	o := deploy.Options{Wait: on(wait)}
 	rep := &deploy.PlainReporter{P: e.out}
 	d := newDeployer(e, fl, rep, 0)
 	d.Sudo.Prompt = sudoPrompt(rep)
@@ -100,20 +100,9 @@ func Generations(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of the inventory's
 ) error {
-	e, err := newEnv(ctx)
+	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
 		return err
-	}
-	fl, err := loadFleet(e, lab)
-	if err != nil {
-		return err
-	}
-	t, err := target(e, fl, name, address)
-	if err != nil {
-		return err
-	}
-	if u := str(user); u != "" {
-		t.User = u
 	}
 	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out}, 0)
 	gens, err := d.Generations(ctx, t, deploy.Options{})

@@ -48,25 +48,9 @@ func Hardware(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of the inventory's
 ) error {
-	e, err := newEnv(ctx)
+	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
 		return err
-	}
-	fl, err := loadFleet(e, lab)
-	if err != nil {
-		return err
-	}
-	t, err := fl.inv.Get(name)
-	if err != nil {
-		return err
-	}
-	if address != "-" {
-		if t, err = target(e, fl, name, address); err != nil {
-			return err
-		}
-	}
-	if u := str(user); u != "" {
-		t.User = u
 	}
 	if err := deploy.ValidateTarget(t); err != nil {
 		return err
