@@ -30,6 +30,19 @@ type fleet struct {
 	lab        bool
 }
 
+// openFleet finds the repository and loads its fleet (or the lab's).
+func openFleet(ctx context.Context, lab *bool) (*env, *fleet, error) {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	fl, err := loadFleet(e, lab)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, fl, nil
+}
+
 func loadFleet(e *env, lab *bool) (*fleet, error) {
 	if lab != nil && *lab {
 		fl, err := loadLabFleet(labDir(e))
@@ -239,11 +252,7 @@ func DeployAll(ctx context.Context,
 	wait *bool, // wait while another deployer holds a target instead of failing it
 	failfast *bool, // start no new target once one has failed
 ) error {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return err
-	}
-	fl, err := loadFleet(e, lab)
+	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return err
 	}
@@ -288,11 +297,7 @@ func BuildHost(ctx context.Context, name string,
 }
 
 func buildTargets(ctx context.Context, only []string, rev *string, offline, lab *bool) error {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return err
-	}
-	fl, err := loadFleet(e, lab)
+	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return err
 	}

@@ -72,11 +72,7 @@ func DiscoverSubnet(ctx context.Context, cidr string,
 }
 
 func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) error {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return err
-	}
-	fl, err := loadFleet(e, f.lab)
+	e, fl, err := openFleet(ctx, f.lab)
 	if err != nil {
 		return err
 	}

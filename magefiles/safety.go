@@ -20,11 +20,7 @@ import (
 // target <name> at <address> ("-": the inventory's), with -user applied.
 func resolveTarget(ctx context.Context, name, address string, lab *bool, user *string) (*env, *fleet, inventory.Target, error) {
 	var t inventory.Target
-	e, err := newEnv(ctx)
-	if err != nil {
-		return nil, nil, t, err
-	}
-	fl, err := loadFleet(e, lab)
+	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return nil, nil, t, err
 	}
@@ -158,11 +154,7 @@ func Status(ctx context.Context,
 	offline *bool, // evaluate HEAD with the nixpkgs test double
 	timeout *time.Duration, // SSH connect timeout per target (default 5s)
 ) error {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return err
-	}
-	fl, err := loadFleet(e, lab)
+	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return err
 	}

@@ -243,12 +243,8 @@ func (r *runner) newLab(ctx context.Context, n int, extras bool) (*lab.Lab, erro
 
 func (r *runner) newLabShaped(ctx context.Context, n int, extras, shaped bool) (*lab.Lab, error) {
 	state := filepath.Join(r.fleet, ".lab")
-	l, err := lab.New(lab.Config{Name: r.cfg.LabName, StateDir: state, Subnet: r.cfg.Subnet, Targets: names(n), Extras: extras}, r.ex)
+	l, err := lab.Start(ctx, lab.Config{Name: r.cfg.LabName, StateDir: state, Subnet: r.cfg.Subnet, Targets: names(n), Extras: extras}, r.ex)
 	if err != nil {
-		return nil, err
-	}
-	if err := l.Up(ctx); err != nil {
-		l.Down(context.Background())
 		return nil, err
 	}
 	if !shaped {

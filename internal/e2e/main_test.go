@@ -28,17 +28,12 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
-			l, err := lab.New(lab.Config{Name: "e2d", StateDir: filepath.Join(dir, "state"), Subnet: "10.77.50.0/24",
-				Targets: fleetNames, Extras: true}, run.Exec{})
-			if err != nil {
-				fmt.Println(err)
-				return 1
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			if err := l.Up(ctx); err != nil {
+			l, err := lab.Start(ctx, lab.Config{Name: "e2d", StateDir: filepath.Join(dir, "state"), Subnet: "10.77.50.0/24",
+				Targets: fleetNames, Extras: true}, run.Exec{})
+			if err != nil {
 				fmt.Println("lab up:", err)
-				_ = l.Down(context.Background())
 				return 1
 			}
 			defer func() {

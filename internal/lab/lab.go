@@ -675,3 +675,17 @@ func Open(stateDir string, ex run.Exec) (*Lab, error) {
 	l.state = s
 	return l, nil
 }
+
+// Start creates a lab and brings it up, removing whatever it created when
+// that fails (tests and benchmarks use it for labs of their own).
+func Start(ctx context.Context, cfg Config, ex run.Exec) (*Lab, error) {
+	l, err := New(cfg, ex)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Up(ctx); err != nil {
+		_ = l.Down(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return l, nil
+}
