@@ -32,12 +32,9 @@ func Demo(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	l, err := lab.New(lab.Config{Name: "demo", StateDir: state, Subnet: "10.77.99.0/24", Targets: fleetInv.inv.Names()}, run.Exec{})
-	if err != nil {
-		return err
-	}
 	e.out.Linef("demo: starting %d SIMULATED NixOS targets on this machine (network namespaces on 10.77.99.0/24, not real machines)", len(fleetInv.inv.Targets))
-	if err := l.Up(ctx); err != nil {
+	l, err := lab.Start(ctx, lab.Config{Name: "demo", StateDir: state, Subnet: "10.77.99.0/24", Targets: fleetInv.inv.Names()}, run.Exec{})
+	if err != nil {
 		return err
 	}
 	defer func() {
