@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,145 +11,71 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/term"
-
 	"github.com/monibahmed/nixos-config/internal/deploy"
-	"github.com/monibahmed/nixos-config/internal/gitx"
 	"github.com/monibahmed/nixos-config/internal/inventory"
-	"github.com/monibahmed/nixos-config/internal/nix"
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
-// fleet is the inventory and SSH settings a task works with: the
-// repository's, or the lab's (-lab).
-type fleet struct {
-	inv        *inventory.Inventory
-	knownHosts []string
-	identities []string
-	lab        bool
-}
-
-// openFleet finds the repository and loads its fleet (or the lab's).
-func openFleet(ctx context.Context, lab *bool) (*env, *fleet, error) {
-	e, err := newEnv(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	fl, err := loadFleet(e, lab)
-	if err != nil {
-		return nil, nil, err
-	}
-	return e, fl, nil
-}
-
-func loadFleet(e *env, lab *bool) (*fleet, error) {
-	if lab != nil && *lab {
-		fl, err := loadLabFleet(labDir(e))
-		if err != nil {
-			return nil, fmt.Errorf("%w: start the lab with mage lab:up", err)
-		}
-		return fl, nil
-	}
-	inv, err := inventory.LoadRepo(e.root)
-	if err != nil {
-		return nil, err
-	}
-	return &fleet{inv: inv}, nil
-}
-
-func on(b *bool) bool { return b != nil && *b }
-
-func str(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// deployer wires the deploy package to this machine: nix, git, SSH, output.
-func newDeployer(e *env, f *fleet, reporter deploy.Reporter, timeout time.Duration) *deploy.Deployer {
-	return &deploy.Deployer{
-		Root:      e.root,
-		Runner:    e.runner,
-		Nix:       nix.Nix{Runner: e.runner},
-		Git:       gitx.Git{Runner: e.runner, Dir: e.root},
-		Connector: deploy.SSHConnector{KnownHosts: f.knownHosts, Identities: f.identities, Timeout: timeout},
-		Report:    reporter,
-		Sudo:      &deploy.Sudo{},
-		Hook:      filepath.Join(e.root, deploy.HookPath),
-	}
-}
-
+// deployFlags are the flags of deploy and deployAll, by name.
 type deployFlags struct {
-	mode, user, rev                                      *string
+	mode, user, rev, daemon                              *string
 	allowdirty, substitute, asksudo, force, lab, offline *bool
-	jobs                                                 *int
-	timeout                                              *time.Duration
 	norollback, nomagic, wait, failfast                  *bool
-	confirmtimeout                                       *time.Duration
+	jobs, port                                           *int
+	timeout, cmdtimeout, deadpeer, confirmtimeout        *time.Duration
 }
 
-func (f deployFlags) options(fl *fleet) deploy.Options {
+// options turns the flags into deploy options; a flag given with a value
+// it cannot take is an error (not silently the default).
+func (f deployFlags) options(fl *fleet) (deploy.Options, error) {
 	o := deploy.Options{
 		Mode: str(f.mode), User: str(f.user), Rev: str(f.rev),
 		AllowDirty: on(f.allowdirty), Substitute: on(f.substitute), AskSudo: on(f.asksudo), Force: on(f.force),
 		Offline:    on(f.offline) || fl.lab,
 		KnownHosts: fl.knownHosts, Identities: fl.identities,
+		NoRollback: on(f.norollback), NoMagic: on(f.nomagic), Wait: on(f.wait), FailFast: on(f.failfast),
 	}
 	if f.jobs != nil {
+		if *f.jobs < 1 {
+			return o, fmt.Errorf("invalid -jobs=%d: at least 1", *f.jobs)
+		}
 		o.Jobs = *f.jobs
 	}
-	if f.timeout != nil {
-		o.ConnectTimeout = *f.timeout
-	}
-	o.NoRollback, o.NoMagic, o.Wait, o.FailFast = on(f.norollback), on(f.nomagic), on(f.wait), on(f.failfast)
-	if f.confirmtimeout != nil {
-		o.ConfirmTimeout = *f.confirmtimeout
-	}
-	return o
-}
-
-// sudoPrompt reads the sudo password with hidden input from the terminal;
-// nil when standard input is not a terminal.
-func sudoPrompt(r deploy.Reporter) func(ctx context.Context) (string, error) {
-	fd := int(os.Stdin.Fd())
-	if !term.IsTerminal(fd) {
-		return nil
-	}
-	return func(ctx context.Context) (string, error) {
-		resume := r.Pause()
-		defer resume()
-		fmt.Fprint(os.Stderr, "\nsudo password for the targets (asked once, kept in memory for this run): ")
-		pw, err := term.ReadPassword(fd)
-		fmt.Fprintln(os.Stderr)
-		if err != nil {
-			return "", err
+	if f.port != nil {
+		if *f.port < 1 || *f.port > 65535 {
+			return o, fmt.Errorf("invalid -port=%d: 1 to 65535", *f.port)
 		}
-		return string(pw), nil
+		o.Port = *f.port
 	}
-}
-
-// askSudoNow implements -asksudo: from the terminal with hidden input, or
-// the first line of standard input when it is not a terminal.
-func askSudoNow(s *deploy.Sudo, r deploy.Reporter) error {
-	if p := sudoPrompt(r); p != nil {
-		pw, err := p(context.Background())
-		if err != nil {
-			return err
+	for _, d := range []struct {
+		name string
+		flag *time.Duration
+		dst  *time.Duration
+	}{{"timeout", f.timeout, &o.ConnectTimeout}, {"cmdtimeout", f.cmdtimeout, &o.CommandTimeout},
+		{"deadpeer", f.deadpeer, &o.DeadPeer}, {"confirmtimeout", f.confirmtimeout, &o.ConfirmTimeout}} {
+		if d.flag == nil {
+			continue
 		}
-		s.Set(pw)
-		return nil
+		if *d.flag <= 0 {
+			return o, fmt.Errorf("invalid -%s=%v: must be positive", d.name, *d.flag)
+		}
+		*d.dst = *d.flag
 	}
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	if err != nil && line == "" {
-		return errors.New("-asksudo: no terminal and nothing on standard input to read the sudo password from")
+	var err error
+	if o.Daemon, err = daemonFlag(f.daemon); err != nil {
+		return o, err
 	}
-	s.Set(strings.TrimRight(line, "\r\n"))
-	return nil
+	return o, nil
 }
 
 func runDeploy(ctx context.Context, e *env, fl *fleet, targets []inventory.Target, f deployFlags) error {
-	o := f.options(fl)
+	o, err := f.options(fl)
+	if err != nil {
+		return err
+	}
+	if err := o.Normalize(); err != nil {
+		return err
+	}
 	names := make([]string, len(targets))
 	for i, t := range targets {
 		names[i] = t.Name
@@ -163,13 +88,20 @@ func runDeploy(ctx context.Context, e *env, fl *fleet, targets []inventory.Targe
 	} else {
 		reporter = &deploy.PlainReporter{P: e.out}
 	}
-	d := newDeployer(e, fl, reporter, o.ConnectTimeout)
+	stopBoard := func() {
+		if board != nil {
+			board.Stop()
+			board = nil
+		}
+	}
+	defer stopBoard()
+	ctx, abandon, stop := interrupts(ctx, e.out, "no new targets start; running activations finish")
+	defer stop()
+	o.Abandon = abandon
+	d := newDeployer(e, fl, reporter, o)
 	d.Sudo.Prompt = sudoPrompt(reporter)
 	if o.AskSudo {
 		if err := askSudoNow(d.Sudo, reporter); err != nil {
-			if board != nil {
-				board.Stop()
-			}
 			return err
 		}
 	}
@@ -177,9 +109,7 @@ func runDeploy(ctx context.Context, e *env, fl *fleet, targets []inventory.Targe
 		e.out.Linef("deploy: building with the nixpkgs test double (offline): these systems can only be activated on lab hosts")
 	}
 	results, err := d.Run(ctx, targets, o)
-	if board != nil {
-		board.Stop()
-	}
+	stopBoard()
 	if err != nil {
 		return err
 	}
@@ -201,11 +131,13 @@ func runDeploy(ctx context.Context, e *env, fl *fleet, targets []inventory.Targe
 // Deploy deploys one target: mage deploy <name> <address>. The address may
 // be "-" for the one in the inventory, or localhost/127.0.0.1 to activate on
 // this machine with sudo (no SSH). Preflight (SSH with verified host key, sudo,
-// nix, disk space, hostname), build, copy the closure, activate with
-// switch-to-configuration, verify over a fresh connection.
+// nix, hostname, the target's lock), build, copy the closure over the same
+// SSH connection, activate with switch-to-configuration, verify over a fresh
+// connection, health checks; rolls back when any of it fails.
 func Deploy(ctx context.Context, name, address string,
 	mode *string, // switch (default), boot, test or dry-activate
-	user *string, // SSH user instead of the inventory's
+	user *string, // SSH user instead of target.json's / ~/.ssh/config's
+	port *int, // SSH port instead of target.json's / ~/.ssh/config's
 	rev *string, // build this git commit/tag/branch instead of the work tree (git-based rollback)
 	allowdirty *bool, // deploy a work tree with uncommitted changes
 	substitute *bool, // let the target download paths from its own binary caches
@@ -214,12 +146,15 @@ func Deploy(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/: inventory, known_hosts, key) and the nixpkgs test double
 	offline *bool, // build against the nixpkgs test double (only lab hosts accept such systems)
 	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command and on a copy that moves nothing (default 60s)
+	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default 15s)
+	daemon *string, // how the copy reaches the target's store: user (the SSH user's nix-daemon --stdio) or sudo
 	norollback *bool, // keep a failed or unhealthy activation instead of rolling back
-	nomagic *bool, // no magic rollback (the target's watchdog) for switch
+	nomagic *bool, // no magic rollback (the target's own rollback when it cannot be reached) for switch
 	confirmtimeout *time.Duration, // how long the target waits for the deployer to reconnect before rolling back (default 60s)
 	wait *bool, // wait while another deployer holds the target instead of failing
 ) error {
-	// -user is applied by deploy.Options (for every target of the run).
+	// -user and -port are applied by deploy.Options (for every target of the run).
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, nil)
 	if err != nil {
 		return err
@@ -227,7 +162,10 @@ func Deploy(ctx context.Context, name, address string,
 	if err := requireConfiguration(e, t.Name); err != nil {
 		return err
 	}
-	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode, user, rev, allowdirty, substitute, asksudo, force, lab, offline, nil, timeout, norollback, nomagic, wait, nil, confirmtimeout})
+	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode: mode, user: user, port: port, rev: rev, daemon: daemon,
+		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
+		timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
+		confirmtimeout: confirmtimeout, wait: wait})
 }
 
 // DeployAll deploys every inventory target in parallel (at most -jobs at a
@@ -237,7 +175,8 @@ func DeployAll(ctx context.Context,
 	on *string, // targets to deploy: names, globs and @tags, comma-separated (default: all)
 	jobs *int, // targets deployed at once (default 8)
 	mode *string, // switch (default), boot, test or dry-activate
-	user *string, // SSH user instead of the inventory's
+	user *string, // SSH user instead of target.json's / ~/.ssh/config's
+	port *int, // SSH port instead of target.json's / ~/.ssh/config's
 	rev *string, // build this git commit/tag/branch instead of the work tree (git-based rollback)
 	allowdirty *bool, // deploy a work tree with uncommitted changes
 	substitute *bool, // let the targets download paths from their own binary caches
@@ -246,8 +185,11 @@ func DeployAll(ctx context.Context,
 	lab *bool, // use the lab (.lab/) and the nixpkgs test double
 	offline *bool, // build against the nixpkgs test double
 	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command and on a copy that moves nothing (default 60s)
+	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default 15s)
+	daemon *string, // how the copies reach the targets' stores: user or sudo
 	norollback *bool, // keep failed or unhealthy activations instead of rolling back
-	nomagic *bool, // no magic rollback (the targets' watchdogs) for switch
+	nomagic *bool, // no magic rollback (the targets' own rollback when they cannot be reached) for switch
 	confirmtimeout *time.Duration, // how long targets wait for the deployer to reconnect before rolling back (default 60s)
 	wait *bool, // wait while another deployer holds a target instead of failing it
 	failfast *bool, // start no new target once one has failed
@@ -265,7 +207,10 @@ func DeployAll(ctx context.Context,
 			return err
 		}
 	}
-	return runDeploy(ctx, e, fl, targets, deployFlags{mode, user, rev, allowdirty, substitute, asksudo, force, lab, offline, jobs, timeout, norollback, nomagic, wait, failfast, confirmtimeout})
+	return runDeploy(ctx, e, fl, targets, deployFlags{mode: mode, user: user, port: port, rev: rev, daemon: daemon,
+		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
+		jobs: jobs, timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
+		confirmtimeout: confirmtimeout, wait: wait, failfast: failfast})
 }
 
 // requireConfiguration checks that targets/<name>/ exists, so that an
@@ -316,7 +261,7 @@ func buildTargets(ctx context.Context, only []string, rev *string, offline, lab 
 		}
 	}
 	o := deploy.Options{Rev: str(rev), Offline: on(offline) || fl.lab, AllowDirty: true}
-	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out}, 0)
+	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out}, o)
 	if o.Offline {
 		e.out.Linef("build: against the nixpkgs test double (offline)")
 	}
@@ -324,10 +269,7 @@ func buildTargets(ctx context.Context, only []string, rev *string, offline, lab 
 	if err != nil {
 		return err
 	}
-	commit := src.Commit
-	if len(commit) > 12 {
-		commit = commit[:12]
-	}
+	commit := short(src.Commit)
 	if src.Dirty {
 		commit += " (dirty)"
 	}

@@ -29,7 +29,7 @@ type discoverFlags struct {
 // discover:subnet for what is reported).
 func Discover(ctx context.Context,
 	force *bool, // allow subnets larger than /22 and non-private ranges
-	json *bool, // machine-readable output
+	JSON *bool, // machine-readable output (-json)
 	concurrency *int, // parallel TCP connects (default 256)
 	timeout *time.Duration, // per connect (default 500ms)
 	user *string, // user for SSH key authentication (default: the inventory's)
@@ -45,7 +45,7 @@ func Discover(ctx context.Context,
 	if err != nil {
 		return err
 	}
-	return runDiscover(ctx, subnets, discoverFlags{force, json, lab, rdns, concurrency, timeout, user, resolver})
+	return runDiscover(ctx, subnets, discoverFlags{force, JSON, lab, rdns, concurrency, timeout, user, resolver})
 }
 
 // DiscoverSubnet scans one subnet for SSH servers (alias discover:subnet):
@@ -56,7 +56,7 @@ func Discover(ctx context.Context,
 // runs NixOS and its generation. Then the inventory targets not found.
 func DiscoverSubnet(ctx context.Context, cidr string,
 	force *bool, // allow subnets larger than /22 and non-private ranges
-	json *bool, // machine-readable output
+	JSON *bool, // machine-readable output (-json)
 	concurrency *int, // parallel TCP connects (default 256)
 	timeout *time.Duration, // per connect (default 500ms)
 	user *string, // user for SSH key authentication (default: the inventory's)
@@ -68,7 +68,7 @@ func DiscoverSubnet(ctx context.Context, cidr string,
 	if err != nil {
 		return err
 	}
-	return runDiscover(ctx, []netip.Prefix{p}, discoverFlags{force, json, lab, rdns, concurrency, timeout, user, resolver})
+	return runDiscover(ctx, []netip.Prefix{p}, discoverFlags{force, JSON, lab, rdns, concurrency, timeout, user, resolver})
 }
 
 func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) error {
@@ -130,7 +130,7 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 		return err
 	}
 	if on(f.json) {
-		return jsonEncoder().Encode(res)
+		return writeJSON(res)
 	}
 	e.out.Linef("discover: %d SSH hosts among %d addresses in %s", len(res.Hosts), res.Scanned, res.Duration.Round(10*time.Millisecond))
 	var rows [][]string

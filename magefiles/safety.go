@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -34,25 +33,56 @@ func resolveTarget(ctx context.Context, name, address string, lab *bool, user *s
 		t.Address = address
 	}
 	if u := str(user); u != "" {
-		t.User = u
+		t.User, t.UserSet = u, true
 	}
 	return e, fl, t, nil
 }
 
-func rollbackTo(ctx context.Context, name, address string, generation int, asksudo, wait, lab *bool, user *string) error {
-	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
+// remoteFlags are the connection flags of rollback, generations and status.
+type remoteFlags struct {
+	asksudo, wait, lab  *bool
+	user                *string
+	port                *int
+	timeout, cmdtimeout *time.Duration
+}
+
+func (f remoteFlags) options(fl *fleet) (deploy.Options, error) {
+	return deployFlags{asksudo: f.asksudo, wait: f.wait, lab: f.lab, user: f.user, port: f.port, timeout: f.timeout, cmdtimeout: f.cmdtimeout}.options(fl)
+}
+
+// remoteDeployer is a deployer for one-off tasks, with the sudo password
+// asked on a terminal (or read up front with -asksudo).
+func remoteDeployer(e *env, fl *fleet, f remoteFlags) (*deploy.Deployer, deploy.Options, error) {
+	o, err := f.options(fl)
+	if err != nil {
+		return nil, o, err
+	}
+	if err := o.Normalize(); err != nil {
+		return nil, o, err
+	}
+	rep := &deploy.PlainReporter{P: e.out}
+	d := newDeployer(e, fl, rep, o)
+	d.Sudo.Prompt = sudoPrompt(rep)
+	if on(f.asksudo) {
+		if err := askSudoNow(d.Sudo, rep); err != nil {
+			return nil, o, err
+		}
+	}
+	return d, o, nil
+}
+
+func rollbackTo(ctx context.Context, name, address string, generation int, f remoteFlags) error {
+	e, fl, t, err := resolveTarget(ctx, name, address, f.lab, f.user)
 	if err != nil {
 		return err
 	}
-	o := deploy.Options{Wait: on(wait)}
-	rep := &deploy.PlainReporter{P: e.out}
-	d := newDeployer(e, fl, rep, 0)
-	d.Sudo.Prompt = sudoPrompt(rep)
-	if on(asksudo) {
-		if err := askSudoNow(d.Sudo, rep); err != nil {
-			return err
-		}
+	d, o, err := remoteDeployer(e, fl, f)
+	if err != nil {
+		return err
 	}
+	ctx, abandon, stop := interrupts(ctx, e.out, "the rollback stops unless it is activating")
+	defer stop()
+	o.Abandon = abandon
 	e.out.Linef("%s: rolling back", t.Name)
 	r, err := d.Rollback(ctx, t, generation, o)
 	if err != nil {
@@ -70,9 +100,12 @@ func Rollback(ctx context.Context, name, address string,
 	asksudo *bool, // ask for the sudo password before starting
 	wait *bool, // wait while a deployment holds the target
 	lab *bool, // use the lab (.lab/)
-	user *string, // SSH user instead of the inventory's
+	user *string, // SSH user instead of target.json's / ~/.ssh/config's
+	port *int, // SSH port instead of target.json's / ~/.ssh/config's
+	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
 ) error {
-	return rollbackTo(ctx, name, address, 0, asksudo, wait, lab, user)
+	return rollbackTo(ctx, name, address, 0, remoteFlags{asksudo: asksudo, wait: wait, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
 }
 
 // RollbackTo switches a target to a given generation (alias rollback:to):
@@ -81,29 +114,42 @@ func RollbackTo(ctx context.Context, name, address string, generation int,
 	asksudo *bool, // ask for the sudo password before starting
 	wait *bool, // wait while a deployment holds the target
 	lab *bool, // use the lab (.lab/)
-	user *string, // SSH user instead of the inventory's
+	user *string, // SSH user instead of target.json's / ~/.ssh/config's
+	port *int, // SSH port instead of target.json's / ~/.ssh/config's
+	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
 ) error {
 	if generation < 1 {
 		return fmt.Errorf("invalid generation %d", generation)
 	}
-	return rollbackTo(ctx, name, address, generation, asksudo, wait, lab, user)
+	return rollbackTo(ctx, name, address, generation, remoteFlags{asksudo: asksudo, wait: wait, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
 }
 
 // Generations lists a target's system generations: number, date, current
 // marker and, where this tool deployed it, the git commit (and whether the
 // tree was dirty), the deployer (user@machine), the mode and the result.
 func Generations(ctx context.Context, name, address string,
+	asksudo *bool, // ask for the sudo password before starting (the history is root-only)
 	lab *bool, // use the lab (.lab/)
-	user *string, // SSH user instead of the inventory's
+	user *string, // SSH user instead of target.json's / ~/.ssh/config's
+	port *int, // SSH port instead of target.json's / ~/.ssh/config's
+	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
 ) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
 		return err
 	}
-	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out}, 0)
-	gens, err := d.Generations(ctx, t, deploy.Options{})
+	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
 	if err != nil {
 		return err
+	}
+	gens, err := d.Generations(ctx, t, o)
+	if err != nil && gens == nil {
+		return err
+	}
+	if err != nil {
+		e.out.Linef("%s: %v: generations shown without their history", t.Name, err)
 	}
 	var rows [][]string
 	for _, g := range gens {
@@ -134,45 +180,38 @@ func Generations(ctx context.Context, name, address string,
 	return ui.Table(os.Stdout, []string{"GEN", "DATE", "", "COMMIT", "DEPLOYER", "MODE", "RESULT"}, rows)
 }
 
-func short(c string) string {
-	if c == "" {
-		return "-"
-	}
-	if len(c) > 12 {
-		return c[:12]
-	}
-	return c
-}
-
 // Status shows every inventory target at once: reachable or not, current
 // generation, deployed commit and whether it matches what HEAD would deploy
 // (up to date / behind / differs / unknown), last deployer and time, and
 // whether a deployment is in progress.
 func Status(ctx context.Context,
-	json *bool, // machine-readable output
+	JSON *bool, // machine-readable output (-json)
+	asksudo *bool, // ask for the sudo password before starting (the history is root-only)
 	lab *bool, // the lab's targets (with the nixpkgs test double)
 	offline *bool, // evaluate HEAD with the nixpkgs test double
 	timeout *time.Duration, // SSH connect timeout per target (default 5s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
 ) error {
 	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return err
 	}
-	d := newDeployer(e, fl, &deploy.PlainReporter{P: e.out}, 5*time.Second)
-	to := 5 * time.Second
-	if timeout != nil {
-		to = *timeout
-		d.Connector = deploy.SSHConnector{KnownHosts: fl.knownHosts, Identities: fl.identities, Timeout: to}
+	if timeout == nil {
+		five := 5 * time.Second
+		timeout = &five
+	}
+	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, timeout: timeout, cmdtimeout: cmdtimeout})
+	if err != nil {
+		return err
 	}
 	names := fl.inv.Names()
 	heads, herr := d.HeadSystems(ctx, names, deploy.Options{Offline: on(offline) || fl.lab})
-	if herr != nil && !on(json) {
+	if herr != nil && !on(JSON) {
 		e.out.Linef("status: cannot evaluate HEAD (%v): comparison unknown", herr)
 	}
-	st := d.Status(ctx, fl.inv.Targets, heads, func(c string) bool { return d.IsAncestor(ctx, c) }, to)
-	if on(json) {
-		enc := jsonEncoder()
-		return enc.Encode(st)
+	st := d.Status(ctx, fl.inv.Targets, heads, func(c string) bool { return d.IsAncestor(ctx, c) }, o)
+	if on(JSON) {
+		return writeJSON(st)
 	}
 	var rows [][]string
 	for _, s := range st {
@@ -212,12 +251,9 @@ func Status(ctx context.Context,
 		if s.Error != "" {
 			fmt.Printf("%s: %s\n", s.Target, strings.TrimSpace(s.Error))
 		}
+		if s.Note != "" {
+			fmt.Printf("%s: %s\n", s.Target, s.Note)
+		}
 	}
 	return nil
-}
-
-func jsonEncoder() *json.Encoder {
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/monibahmed/nixos-config/internal/deploy"
 	"github.com/monibahmed/nixos-config/internal/nix"
@@ -46,7 +47,10 @@ func New(ctx context.Context, name string,
 // <address> may be "-" for the inventory's.
 func Hardware(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
-	user *string, // SSH user instead of the inventory's
+	user *string, // SSH user instead of target.json's / ~/.ssh/config's
+	port *int, // SSH port instead of target.json's / ~/.ssh/config's
+	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on the remote command (default 60s)
 ) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
@@ -55,15 +59,16 @@ func Hardware(ctx context.Context, name, address string,
 	if err := deploy.ValidateTarget(t); err != nil {
 		return err
 	}
-	conn := deploy.SSHConnector{KnownHosts: fl.knownHosts, Identities: fl.identities}
-	var sh deploy.Shell
-	if deploy.IsLocal(t.Address) {
-		sh = deploy.LocalShell{Runner: e.runner}
-	} else if sh, err = conn.Connect(ctx, t); err != nil {
+	d, o, err := remoteDeployer(e, fl, remoteFlags{lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
+	if err != nil {
 		return err
 	}
-	defer sh.Close()
-	out, err := sh.Run(ctx, "nixos-generate-config --show-hardware-config", nil)
+	sess, err := d.Open(ctx, t, o)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	out, err := sess.Run(ctx, "nixos-generate-config", "nixos-generate-config --show-hardware-config", nil)
 	if err != nil {
 		msg := strings.TrimSpace(out.Stderr)
 		if strings.Contains(msg, "not found") {

@@ -79,26 +79,6 @@ func TestValidateTargetBeforeAnyShell(t *testing.T) {
 	}
 }
 
-func TestParseFacts(t *testing.T) {
-	f := parseFacts("hostname=lab-server\nsudo=password\nnix=ok\nfree=2048\nsystemd=yes\nlab=no\ncurrent=/nix/store/a\nprofile=system-3-link\nprofilepath=/nix/store/a\n")
-	if f.hostname != "lab-server" || f.sudo != "password" || !f.nix || f.free != 2048*1024 || !f.systemd || f.lab || f.profilePath != "/nix/store/a" || generationOf(f.profile) != 3 {
-		t.Fatalf("%+v", f)
-	}
-}
-
-func TestSSHOptsKeepHostKeyChecking(t *testing.T) {
-	o := Options{KnownHosts: []string{"/lab/known_hosts"}, Identities: []string{"/lab/id"}, ConnectTimeout: 7 * time.Second}
-	s := sshOpts(o, "/tmp/ctl")
-	for _, want := range []string{"StrictHostKeyChecking=yes", "UserKnownHostsFile=/lab/known_hosts", "ControlMaster=auto", "ControlPath=/tmp/ctl/%C", "-i /lab/id", "IdentitiesOnly=yes", "ConnectTimeout=7", "BatchMode=yes"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("NIX_SSHOPTS lacks %q: %s", want, s)
-		}
-	}
-	if strings.Contains(s, "StrictHostKeyChecking=no") {
-		t.Fatal("host key checking disabled")
-	}
-}
-
 func TestAttributeErrors(t *testing.T) {
 	p := &nix.LogParser{}
 	p.Write([]byte(`@nix {"action":"msg","level":0,"file":"/nix/store/wn3291ahkkp1fxc5y8dzhjkqf65fiawk-source/targets/lab-server/configuration.nix","line":12,"column":19,"msg":"error: x","raw_msg":"cannot add a string to an integer"}` + "\n"))

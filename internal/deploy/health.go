@@ -11,13 +11,15 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/target"
 )
 
 // healthChecks runs after an activation: the system must not be degraded
 // (where there is systemd), and the target's own checks from its deployment
 // facts must pass, each with a timeout and retries. It returns nil or the
 // first failure.
-func (d *Deployer) healthChecks(ctx context.Context, sh Shell, t inventory.Target, systemd bool) error {
+func (d *Deployer) healthChecks(ctx context.Context, sh *target.Session, t inventory.Target, systemd bool) error {
 	if systemd {
 		if err := systemState(ctx, sh); err != nil {
 			return err
@@ -32,18 +34,18 @@ func (d *Deployer) healthChecks(ctx context.Context, sh Shell, t inventory.Targe
 }
 
 // systemState waits for `systemctl is-system-running` to settle.
-func systemState(ctx context.Context, sh Shell) error {
+func systemState(ctx context.Context, sh *target.Session) error {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		out, _ := sh.Run(ctx, "systemctl is-system-running", nil)
-		state := strings.TrimSpace(out.Stdout)
+		out, _ := sh.Run(ctx, "systemctl is-system-running", "systemctl is-system-running", nil)
+		state := target.Clean(strings.TrimSpace(out.Stdout), 40)
 		switch state {
 		case "running":
 			return nil
 		case "degraded":
-			units, _ := sh.Run(ctx, "systemctl --failed --no-legend --plain | awk '{print $1}'", nil)
-			return fmt.Errorf("the system is degraded: failed units: %s", strings.Join(strings.Fields(units.Stdout), ", "))
-		case "starting", "initializing":
+			units, _ := sh.Run(ctx, "systemctl --failed", "systemctl --failed --no-legend --plain | awk '{print $1}' | head -n 20", nil)
+			return fmt.Errorf("the system is degraded: failed units: %s", target.Clean(strings.Join(strings.Fields(units.Stdout), ", "), 400))
+		case "starting", "initializing", "maintenance":
 			if time.Now().After(deadline) {
 				return fmt.Errorf("the system is still %s after 90s", state)
 			}
@@ -79,13 +81,8 @@ func checkURL(t inventory.Target, h inventory.HealthCheck) string {
 	return "http://" + net.JoinHostPort(t.Address, strconv.Itoa(h.Port)) + path
 }
 
-func runCheck(ctx context.Context, sh Shell, t inventory.Target, h inventory.HealthCheck) error {
-	timeout := 5 * time.Second
-	if h.Timeout != "" {
-		if d, err := time.ParseDuration(h.Timeout); err == nil {
-			timeout = d
-		}
-	}
+func runCheck(ctx context.Context, sh *target.Session, t inventory.Target, h inventory.HealthCheck) error {
+	timeout := h.TimeoutOrDefault()
 	attempts := h.Retries
 	if attempts <= 0 {
 		attempts = 3
@@ -100,7 +97,7 @@ func runCheck(ctx context.Context, sh Shell, t inventory.Target, h inventory.Hea
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		last = checkOnce(cctx, sh, t, h)
+		last = checkOnce(cctx, sh, t, h, timeout)
 		cancel()
 		if last == nil {
 			return nil
@@ -109,15 +106,18 @@ func runCheck(ctx context.Context, sh Shell, t inventory.Target, h inventory.Hea
 	return fmt.Errorf("health check failed: %s: %v (%d attempts, %v each)", describe(t, h), last, attempts, timeout)
 }
 
-func checkOnce(ctx context.Context, sh Shell, t inventory.Target, h inventory.HealthCheck) error {
+func checkOnce(ctx context.Context, sh *target.Session, t inventory.Target, h inventory.HealthCheck, timeout time.Duration) error {
 	switch h.Type {
 	case "command":
-		out, err := sh.Run(ctx, "sh -c "+run.Quote(h.Command), nil)
+		// Killed on the target at its timeout (not only abandoned here).
+		secs := int((timeout + time.Second - 1) / time.Second)
+		out, err := sh.Conn.Exec(ctx, sshx.Command{Name: "health check", Line: fmt.Sprintf("timeout -s KILL %d sh -c %s", secs, run.Quote(h.Command)),
+			Limit: 64 << 10, Timeout: timeout + 5*time.Second})
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || out.Code == 137 {
 				return fmt.Errorf("timed out")
 			}
-			msg := strings.TrimSpace(out.Stderr + " " + out.Stdout)
+			msg := target.Clean(strings.Join(target.LastLines(out.Stderr+"\n"+out.Stdout, 2), " | "), 300)
 			return fmt.Errorf("exit status %d %s", out.Code, msg)
 		}
 		return nil
@@ -133,11 +133,15 @@ func checkOnce(ctx context.Context, sh Shell, t inventory.Target, h inventory.He
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		// No proxy from the environment and no redirects: the check talks
+		// to the target and nowhere else (a 3xx answer counts as up).
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode >= 400 {
 			return fmt.Errorf("HTTP status %d", resp.StatusCode)
 		}

@@ -36,7 +36,7 @@ func (d *Deployer) runHook(ctx context.Context, r Result, src Source) {
 	env := []string{
 		"NIXOS_CONFIG_TARGET=" + r.Target,
 		"NIXOS_CONFIG_ADDRESS=" + r.Address,
-		"NIXOS_CONFIG_RESULT=" + r.Status,
+		"NIXOS_CONFIG_RESULT=" + string(r.Status),
 		"NIXOS_CONFIG_GENERATION=" + gen,
 		"NIXOS_CONFIG_COMMIT=" + src.Commit,
 		"NIXOS_CONFIG_DIRTY=" + strconv.FormatBool(src.Dirty),

@@ -13,14 +13,16 @@ import (
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/target"
 )
 
 // Modes of switch-to-configuration.
 const (
-	ModeSwitch      = "switch"
-	ModeBoot        = "boot"
-	ModeTest        = "test"
-	ModeDryActivate = "dry-activate"
+	ModeSwitch      = target.ModeSwitch
+	ModeBoot        = target.ModeBoot
+	ModeTest        = target.ModeTest
+	ModeDryActivate = target.ModeDryActivate
 )
 
 // Options of one deployment run.
@@ -45,7 +47,18 @@ type Options struct {
 	// SSH settings.
 	KnownHosts     []string
 	Identities     []string
-	ConnectTimeout time.Duration
+	ConnectTimeout time.Duration // connect and handshake of each connection
+	Port           int           // SSH port for every target instead of target.json's
+	// CommandTimeout bounds each short remote command after the handshake
+	// (and a copy that moves no byte); DeadPeer is how long a silent
+	// connection lives before it is declared dead.
+	CommandTimeout time.Duration
+	DeadPeer       time.Duration
+	// Daemon: how the copy reaches the target's store.
+	Daemon target.Daemon
+	// Abandon closes on the second interrupt: running activations are
+	// then left to the targets (see Run).
+	Abandon <-chan struct{}
 }
 
 // DefaultJobs is the number of targets deployed at once unless -jobs says
@@ -67,13 +80,28 @@ func (o *Options) Normalize() error {
 	if o.Jobs < 0 {
 		return fmt.Errorf("invalid -jobs=%d: must be at least 1", o.Jobs)
 	}
+	if o.Port < 0 || o.Port > 65535 {
+		return fmt.Errorf("invalid -port=%d", o.Port)
+	}
 	if o.User != "" {
 		if err := inventory.ValidateUser(o.User); err != nil {
 			return err
 		}
 	}
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 10 * time.Second
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{{"timeout", &o.ConnectTimeout, sshx.DefaultTimeout}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, sshx.DefaultDeadAfter}} {
+		if *d.v < 0 {
+			return fmt.Errorf("invalid -%s=%v: must be positive", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < time.Second {
+			return fmt.Errorf("invalid -%s=%v: at least 1s", d.name, *d.v)
+		}
 	}
 	if o.ConfirmTimeout == 0 {
 		o.ConfirmTimeout = 60 * time.Second
@@ -82,6 +110,11 @@ func (o *Options) Normalize() error {
 		return fmt.Errorf("invalid -confirmtimeout=%v: at least 5s", o.ConfirmTimeout)
 	}
 	return nil
+}
+
+// limits are the bounds of every target session of a run.
+func (o Options) limits() target.Limits {
+	return target.Limits{Command: o.CommandTimeout}
 }
 
 // SetsProfile tells whether the mode creates a system generation.
@@ -160,6 +193,14 @@ func ValidateTarget(t inventory.Target) error {
 	}
 	if err := inventory.ValidateUser(t.User); err != nil {
 		return fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	if t.Port < 0 || t.Port > 65535 {
+		return fmt.Errorf("target %s: invalid port %d", t.Name, t.Port)
+	}
+	for i, h := range t.Health {
+		if err := h.Validate(); err != nil {
+			return fmt.Errorf("target %s: health check %d: %w (fix target.json; mage check shows it too)", t.Name, i+1, err)
+		}
 	}
 	return nil
 }

@@ -12,28 +12,34 @@ import (
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
+// Stage is a step of a target's deployment (see pipeline in deploy.go).
+type Stage string
+
 // Stages of a target's deployment.
 const (
-	StagePreflight = "preflight"
-	StageBuild     = "build"
-	StageCopy      = "copy"
-	StageActivate  = "activate"
-	StageVerify    = "verify"
-	StageHealth    = "health"
+	StagePreflight Stage = "preflight"
+	StageBuild     Stage = "build"
+	StageCopy      Stage = "copy"
+	StageActivate  Stage = "activate"
+	StageVerify    Stage = "verify"
+	StageHealth    Stage = "health"
 )
+
+// Status is a target's result.
+type Status string
 
 // Results of a target.
 const (
-	StatusOK          = "ok"
-	StatusFailed      = "failed"
-	StatusSkipped     = "skipped"
-	StatusInterrupted = "interrupted"
-	StatusRolledBack  = "rolled back"
+	StatusOK          Status = "ok"
+	StatusFailed      Status = "failed"
+	StatusSkipped     Status = "skipped"
+	StatusInterrupted Status = "interrupted"
+	StatusRolledBack  Status = "rolled back"
 )
 
 // Reporter shows progress.
 type Reporter interface {
-	Stage(target, stage string)
+	Stage(target string, stage Stage)
 	// Progress of the current stage: done/total in unit ("B" bytes, "paths").
 	Progress(target string, done, total int64)
 	// BuildProgress of the shared build (derivations).
@@ -50,7 +56,7 @@ type Reporter interface {
 type Result struct {
 	Target     string
 	Address    string
-	Status     string
+	Status     Status
 	Generation int
 	System     string
 	Copied     int
@@ -62,7 +68,7 @@ type Result struct {
 // Failure is a failed target: one line naming cause and remedy.
 type Failure struct {
 	Target  string
-	Stage   string
+	Stage   Stage
 	Cause   string
 	Remedy  string
 	Section string   // of docs/troubleshooting.md
@@ -71,7 +77,7 @@ type Failure struct {
 }
 
 func (f *Failure) Error() string {
-	s := f.Target + ": " + f.Stage + ": " + f.Cause
+	s := f.Target + ": " + string(f.Stage) + ": " + f.Cause
 	if f.Remedy != "" {
 		s += ": " + f.Remedy
 	}
@@ -104,7 +110,7 @@ func WriteSummary(w io.Writer, p *ui.Printer, results []Result) error {
 		if r.Generation > 0 {
 			gen = strconv.Itoa(r.Generation)
 		}
-		status := r.Status
+		status := string(r.Status)
 		switch r.Status {
 		case StatusOK:
 			status = p.OK(status)
@@ -167,7 +173,7 @@ type PlainReporter struct {
 }
 
 // Stage implements Reporter.
-func (r *PlainReporter) Stage(target, stage string) { r.P.Linef("%s: %s", target, stage) }
+func (r *PlainReporter) Stage(target string, stage Stage) { r.P.Linef("%s: %s", target, stage) }
 
 // Progress implements Reporter (at most one line every 2 seconds per target).
 func (r *PlainReporter) Progress(target string, done, total int64) {
@@ -220,7 +226,7 @@ func (r *PlainReporter) Finished(res Result) {
 		}
 		r.P.Linef("%s: %s (%d paths copied, %s%s, %s)", res.Target, r.P.OK("ok"), res.Copied, HumanBytes(res.Bytes), gen, res.Duration.Round(100*time.Millisecond))
 	default:
-		r.P.Linef("%s: %s: %v", res.Target, r.P.Bad(res.Status), res.Err)
+		r.P.Linef("%s: %s: %v", res.Target, r.P.Bad(string(res.Status)), res.Err)
 	}
 }
 
@@ -252,7 +258,7 @@ func NewBoardReporter(b *ui.Board, p *ui.Printer, targets []string) *BoardReport
 }
 
 // Stage implements Reporter.
-func (r *BoardReporter) Stage(target, stage string) {
+func (r *BoardReporter) Stage(target string, stage Stage) {
 	if stage == StageCopy {
 		return // the copy bar appears with its first progress
 	}
@@ -284,8 +290,19 @@ func (r *BoardReporter) BuildFinished(ok, failed int) {
 	r.B.Text("\x00build", msg)
 }
 
-// Note implements Reporter.
-func (r *BoardReporter) Note(target, msg string) {}
+// Note implements Reporter: the note replaces the target's line until its
+// next stage or progress (lock waits, retries, hook output).
+func (r *BoardReporter) Note(target, msg string) {
+	r.B.Text(target, fmt.Sprintf("%-16s %s", target, r.P.Warning(truncate(msg, 100))))
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
 
 // Finished implements Reporter.
 func (r *BoardReporter) Finished(res Result) {
@@ -296,7 +313,7 @@ func (r *BoardReporter) Finished(res Result) {
 	r.B.Set(fleetKey, int64(n))
 	state := r.P.OK("ok")
 	if res.Status != StatusOK {
-		state = r.P.Bad(res.Status)
+		state = r.P.Bad(string(res.Status))
 	}
 	r.B.Text(res.Target, fmt.Sprintf("%-16s %s %s", res.Target, state, res.Duration.Round(100*time.Millisecond)))
 }

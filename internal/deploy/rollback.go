@@ -2,132 +2,115 @@ package deploy
 
 import (
 	"context"
-	_ "embed"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/monibahmed/nixos-config/internal/run"
-	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/target"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
-// previous is what a target ran before a deployment: its profile generation
-// (with that generation's system) and its running system.
-type previous struct {
-	generation int
-	path       string // the generation's system
-	current    string // /run/current-system
-}
-
-func previousOf(f targetFacts) previous {
-	return previous{generation: generationOf(f.profile), path: f.profilePath, current: f.current}
-}
-
-// switchCommand is switch-to-configuration of path in mode, as root, under
-// systemd-run where the target has systemd.
-func switchCommand(systemd bool, path, mode string) []string {
-	sw := []string{path + "/bin/switch-to-configuration", mode}
-	if systemd {
-		return append([]string{"env", "NIXOS_INSTALL_BOOTLOADER=0", "systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER",
-			"--collect", "--no-ask-password", "--pipe", "--quiet", "--service-type=exec", "--unit=" + uniqueUnit()}, sw...)
+// Rollback switches a target to another generation (to = 0: the one before
+// the current), as `nixos-rebuild switch --rollback` does: under the same
+// locks as deployments, decided from facts read under the lock, run by an
+// activation unit on the target, verified over a new connection, and
+// recorded in the history at its start and end.
+func (d *Deployer) Rollback(ctx context.Context, t inventory.Target, to int, o Options) (Result, error) {
+	start := time.Now()
+	res := Result{Target: t.Name, Address: t.Address}
+	if err := o.Normalize(); err != nil {
+		return res, err
 	}
-	return append([]string{"env", "NIXOS_INSTALL_BOOTLOADER=0"}, sw...)
-}
-
-// restore returns a target to prev after a failed or unhealthy activation
-// in mode: the profile goes back to the previous generation and that
-// system is activated again, as `nixos-rebuild switch --rollback` does.
-func restore(ctx context.Context, s *session, systemd bool, mode string, prev previous) (int, error) {
-	switch mode {
-	case ModeSwitch, ModeBoot:
-		if prev.generation == 0 || prev.path == "" {
-			return 0, errors.New("there is no previous generation to roll back to")
-		}
-		if out, err := s.sudo(ctx, "nix-env", "-p", "/nix/var/nix/profiles/system", "--switch-generation", strconv.Itoa(prev.generation)); err != nil {
-			return 0, fmt.Errorf("switching the profile back to generation %d: %v %s", prev.generation, err, strings.TrimSpace(out.Stderr))
-		}
-		if out, err := s.sudo(ctx, switchCommand(systemd, prev.path, mode)...); err != nil {
-			return prev.generation, fmt.Errorf("re-activating generation %d: %v %s", prev.generation, err, strings.Join(lastLines(out.Stderr, 2), " | "))
-		}
-		return prev.generation, nil
-	case ModeTest:
-		if prev.current == "" {
-			return 0, errors.New("there was no running system to return to")
-		}
-		if out, err := s.sudo(ctx, switchCommand(systemd, prev.current, ModeTest)...); err != nil {
-			return 0, fmt.Errorf("re-activating the previous system: %v %s", err, strings.Join(lastLines(out.Stderr, 2), " | "))
-		}
-		return prev.generation, nil
+	if err := ValidateTarget(t); err != nil {
+		return res, err
 	}
-	return 0, fmt.Errorf("nothing to roll back in mode %s", mode)
-}
-
-//go:embed watchdog.sh
-var watchdogScript string
-
-// Magic rollback: before a switch, a watchdog is armed on the target,
-// detached from the SSH session (a transient systemd unit where there is
-// systemd, a process in its own session otherwise). Unless the deployer
-// confirms over a new SSH connection within the timeout, the target rolls
-// itself back to the previous generation.
-const watchdogDir = "/run/nixos-config"
-
-func armWatchdog(ctx context.Context, s *session, systemd bool, token string, timeout time.Duration, prev previous) error {
-	secs := int(timeout.Seconds())
-	if secs < 1 {
-		secs = 1
+	j := &job{d: d, t: t, o: o, res: res}
+	defer j.close()
+	if f := j.preflight(ctx); f != nil {
+		f.Target, f.Stage = t.Name, "rollback"
+		return res, f
 	}
-	script := watchdogDir + "/watchdog-" + token + ".sh"
-	args := []string{token, strconv.Itoa(secs), strconv.Itoa(prev.generation), prev.path, now()}
-	var start string
-	if systemd {
-		start = run.ShellJoin(append([]string{"systemd-run", "--unit=nixos-config-watchdog-" + token, "--collect", "--quiet", "/bin/sh", script}, args...)...)
-	} else {
-		// sudo (use_pty) ends what is left of its command's session when it
-		// exits: wait until the watchdog runs in a session of its own.
-		armed := run.Quote(watchdogDir + "/armed-" + token)
-		start = "setsid /bin/sh " + run.ShellJoin(append([]string{script}, args...)...) + " </dev/null >/dev/null 2>&1 & " +
-			"i=0; while [ ! -e " + armed + " ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; test -e " + armed
+	fail := func(f *Failure) (Result, error) {
+		f.Target = t.Name
+		if f.Stage == "" {
+			f.Stage = "rollback"
+		}
+		if f.Section == "" {
+			f.Section = trouble.Rollbacks
+		}
+		return res, f
 	}
-	// The script arrives on standard input; the watchdog starts once it is written.
-	// (The directory is readable: the deployer checks for markers without sudo.)
-	install := "mkdir -p " + watchdogDir + " && chmod 755 " + watchdogDir + " || exit 1\numask 077\ncat > " + run.Quote(script) + " || exit 1\n" + start
-	_, err := s.sudoInput(ctx, watchdogScript, "sh", "-c", install)
-	return err
-}
-
-// confirm tells the watchdog that the deployer reached the target again.
-func confirm(ctx context.Context, s *session, token string) error {
-	_, err := s.sudo(ctx, "touch", watchdogDir+"/confirm-"+token)
-	return err
-}
-
-// watchdogRolledBack reports whether the watchdog rolled the target back.
-func watchdogRolledBack(ctx context.Context, sh Shell, token string) bool {
-	_, err := sh.Run(ctx, "test -e "+run.Quote(watchdogDir+"/rolled-back-"+token), nil)
-	return err == nil
-}
-
-// waitForTarget reconnects until the target answers or the deadline passes.
-func (d *Deployer) waitForTarget(ctx context.Context, connect func(context.Context) (Shell, error), deadline time.Time) (Shell, error) {
-	var last error
-	for time.Now().Before(deadline) {
-		sh, err := connect(ctx)
-		if err == nil {
-			return sh, nil
+	gens, err := j.sess.Generations(ctx)
+	if err != nil {
+		return fail(targetFailure(err))
+	}
+	cur := j.state.Generation
+	var pick *target.Generation
+	for i := range gens {
+		g := &gens[i]
+		if to > 0 && g.Number == to {
+			pick = g
 		}
-		last = err
-		var se *sshx.Error
-		if errors.As(err, &se) && (se.Kind == sshx.KindChangedHost || se.Kind == sshx.KindUnknownHost) {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
+		if to == 0 && g.Number < cur && (pick == nil || g.Number > pick.Number) {
+			pick = g
 		}
 	}
-	return nil, last
+	if pick == nil {
+		var nums []string
+		for _, g := range gens {
+			nums = append(nums, strconv.Itoa(g.Number))
+		}
+		if to == 0 {
+			return fail(&Failure{Cause: fmt.Sprintf("no generation before the current one (%d)", cur), Remedy: "see `mage generations`; existing: " + strings.Join(nums, ", ")})
+		}
+		return fail(&Failure{Cause: fmt.Sprintf("generation %d does not exist", to), Remedy: "pick one of " + strings.Join(nums, ", ") + " (mage generations)"})
+	}
+	// From here on the rollback runs to its end (first interrupt).
+	actx, stop := abandonContext(ctx, o.Abandon)
+	defer stop()
+	token := target.NewID()
+	entry := target.Entry{ID: token, Kind: target.KindRollback, Generation: pick.Number, Path: pick.Path, Deployer: Identity(), Time: target.Now(),
+		Mode: ModeSwitch, Result: target.ResultActivating, Note: fmt.Sprintf("rollback from generation %d", cur)}
+	if err := j.sess.AppendHistory(actx, entry); err != nil {
+		return fail(targetFailure(err))
+	}
+	sw, log, err := j.sess.RollbackTo(actx, token, j.facts.Systemd, pick.Number, pick.Path)
+	end := target.Entry{ID: token, Result: target.ResultOK}
+	var f *Failure
+	switch {
+	case err != nil:
+		f = targetFailure(err)
+	case sw.Code != 0:
+		f = &Failure{Cause: fmt.Sprintf("switch-to-configuration of generation %d failed (exit status %d)", pick.Number, sw.Code),
+			Remedy: "the profile points at it, but it did not activate cleanly; see the output", Detail: log}
+	}
+	if f == nil {
+		vs, verr := d.session(actx, t, o)
+		if verr != nil {
+			f = connectFailure(verr)
+			f.Stage = StageVerify
+		} else {
+			j.vsess = vs
+			st, serr := vs.ReadState(actx)
+			if serr != nil {
+				f = targetFailure(serr)
+			} else if st.Current != pick.Path {
+				f = &Failure{Stage: StageVerify, Cause: "/run/current-system is not generation " + strconv.Itoa(pick.Number) + " after the rollback", Remedy: "check the target"}
+			}
+		}
+	}
+	if f != nil {
+		end.Result, end.Note = target.ResultFailed, f.Cause
+	}
+	if herr := j.live().AppendHistory(actx, end); herr != nil && f == nil {
+		f = &Failure{Cause: "the rollback worked, but recording it in the target's history failed: " + errText(herr), Remedy: "check the target's /var/lib"}
+	}
+	if f != nil {
+		return fail(f)
+	}
+	res.Status, res.Generation, res.System, res.Duration = StatusOK, pick.Number, pick.Path, time.Since(start)
+	d.runHook(actx, res, Source{})
+	return res, nil
 }

@@ -4,14 +4,16 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/monibahmed/nixos-config/internal/target"
 )
 
 // ErrNoSudoPrompt: a target needs the sudo password and nobody can type it.
-var ErrNoSudoPrompt = errors.New("no terminal to ask for the sudo password")
+var ErrNoSudoPrompt = target.ErrNoPrompt
 
 // Sudo holds the sudo password of one run, in memory only. It is asked for
-// at most once and sent only to targets whose `sudo -n true` fails, on
-// standard input of `sudo -S -p ”`: never in argv, the environment, logs or files.
+// at most once and only ever written to sudo's own prompt on a target
+// (see internal/target): never in argv, the environment, logs or files.
 type Sudo struct {
 	// Prompt asks the user; nil when there is no terminal.
 	Prompt func(ctx context.Context) (string, error)
@@ -22,7 +24,7 @@ type Sudo struct {
 	err      error
 }
 
-// Password returns the password, prompting the first time.
+// Password implements target.Password: the password, prompting the first time.
 func (s *Sudo) Password(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -51,8 +53,8 @@ func (s *Sudo) Set(pw string) {
 	s.password, s.known = pw, true
 }
 
-// Forget drops a password the targets rejected.
-func (s *Sudo) Forget() {
+// Rejected implements target.Password: drop a password a target refused.
+func (s *Sudo) Rejected() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.password, s.known = "", false

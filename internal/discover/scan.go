@@ -290,7 +290,7 @@ func inspectHost(ctx context.Context, h *Host, o Options) {
 		}
 	}
 	// No usable key still leaves the banner and the host key to report.
-	auth, closeAgent, _ := sshx.AuthMethods(o.Identities)
+	auth, closeAgent, _ := sshx.AuthMethods(o.Identities, len(o.Identities) > 0)
 	defer closeAgent()
 	cfg := &ssh.ClientConfig{
 		User: o.User,

@@ -144,12 +144,12 @@ func TestFailSudo(t *testing.T) {
 	// No terminal and no -asksudo: fail with both ways out.
 	failsWith(t, f.mage("deploy", "lab-server", "-", "-lab"), "sudo on the target needs a password and there is no terminal", "-asksudo", "passwordless sudo")
 	// Wrong password.
-	failsWith(t, f.mageStdin("wrong-password\n", "deploy", "lab-server", "-", "-lab", "-asksudo"), "sudo rejected the password")
+	failsWith(t, f.mageStdin("wrong-password\n", "deploy", "lab-server", "-", "-lab", "-asksudo"), "rejected the password")
 	// No sudo rights at all (the password is right, sudoers says no).
 	if err := f.lab.RemoveSudo(ctx, "lab-server"); err != nil {
 		t.Fatal(err)
 	}
-	failsWith(t, f.mageStdin("s3cret-lab-pw\n", "deploy", "lab-server", "-", "-lab", "-asksudo"), "monibahmed may not use sudo on the target", "wheel")
+	failsWith(t, f.mageStdin("s3cret-lab-pw\n", "deploy", "lab-server", "-", "-lab", "-asksudo"), "monibahmed may not use sudo on lab-server", "wheel")
 	// sudo not installed.
 	f.lab.PasswordlessSudo(ctx, "lab-server")
 	if err := f.lab.DisableSudoBinary(ctx, "lab-server", true); err != nil {

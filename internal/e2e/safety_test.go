@@ -245,8 +245,8 @@ func TestMagicRollbackWhenSwitchCutsSSH(t *testing.T) {
 	}
 	// sshd answers again.
 	succeeds(t, f.mage("generations", "lab-server", "-", "-lab"))
-	if log := f.exec("lab-server", "cat /var/lib/nixos-config/watchdog.log"); !strings.Contains(log, "no confirmation within 6s, rolling back to generation 1") {
-		t.Errorf("watchdog log: %s", log)
+	if h := f.exec("lab-server", "cat /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"result":"rolled-back"`) || !strings.Contains(h, "rolled back by the target itself") {
+		t.Errorf("history:\n%s", h)
 	}
 }
 

@@ -91,3 +91,12 @@ func (g Git) Add(ctx context.Context, paths ...string) error {
 	_, err := g.out(ctx, append([]string{"add", "--"}, paths...)...)
 	return err
 }
+
+// IsAncestor reports whether commit is in HEAD's history.
+func (g Git) IsAncestor(ctx context.Context, commit string) bool {
+	if commit == "" || strings.HasPrefix(commit, "-") {
+		return false
+	}
+	_, err := g.out(ctx, "merge-base", "--is-ancestor", commit, "HEAD")
+	return err == nil
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/monibahmed/nixos-config/internal/trouble"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -52,13 +53,29 @@ type HealthCheck struct {
 	Retries int    `json:"retries,omitempty"`
 }
 
+// DefaultCheckTimeout is a health check's timeout per attempt unless set.
+const DefaultCheckTimeout = 5 * time.Second
+
+// TimeoutOrDefault is the check's timeout per attempt.
+func (h HealthCheck) TimeoutOrDefault() time.Duration {
+	if d, err := time.ParseDuration(h.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return DefaultCheckTimeout
+}
+
 // Facts is the content of a target.json.
 type Facts struct {
-	Address string        `json:"address"`
-	User    string        `json:"user,omitempty"`
-	System  string        `json:"system,omitempty"`
-	Tags    []string      `json:"tags,omitempty"`
-	Health  []HealthCheck `json:"health,omitempty"`
+	Address string `json:"address"`
+	User    string `json:"user,omitempty"`
+	// Port is the SSH port (0: ~/.ssh/config's, else 22).
+	Port   int           `json:"port,omitempty"`
+	System string        `json:"system,omitempty"`
+	Tags   []string      `json:"tags,omitempty"`
+	Health []HealthCheck `json:"health,omitempty"`
+	// UserSet: User came from the facts (or a flag), not the default, so
+	// it wins over ~/.ssh/config's User.
+	UserSet bool `json:"-"`
 }
 
 // Target is one deployable machine.
@@ -130,6 +147,7 @@ func ValidateAddress(addr string) error {
 
 // Normalize fills defaults.
 func (f *Facts) normalize() {
+	f.UserSet = f.User != ""
 	if f.User == "" {
 		f.User = DefaultUser
 	}
@@ -152,6 +170,10 @@ func ParseFacts(data []byte) (Facts, error) {
 	if err := dec.Decode(&f); err != nil {
 		return f, err
 	}
+	// Nix's builtins.fromJSON rejects anything after the object: so do we.
+	if _, err := dec.Token(); err != io.EOF {
+		return f, errors.New("unexpected content after the JSON object")
+	}
 	f.normalize()
 	return f, nil
 }
@@ -166,6 +188,10 @@ func LoadRepo(root string) (*Inventory, error) {
 	}
 	inv := &Inventory{Source: dir}
 	for _, e := range entries {
+		if e.Type()&os.ModeSymlink != 0 {
+			// flake.nix (builtins.readDir) sees a "symlink", not a target.
+			return nil, fmt.Errorf("targets/%s is a symbolic link: flakes do not follow it, so it is no target; make it a directory (%s)", e.Name(), trouble.See(trouble.Inventory))
+		}
 		if !e.IsDir() || e.Name() == CommonDir {
 			continue
 		}
@@ -294,7 +320,8 @@ func (inv *Inventory) Lint() []Problem {
 		} else if err := ValidateAddress(t.Address); err != nil {
 			probs = append(probs, Problem{t.Name, err.Error()})
 		} else {
-			key := strings.ToLower(t.Address)
+			// DNS names are case-insensitive and may end with a dot.
+			key := strings.ToLower(strings.TrimSuffix(t.Address, "."))
 			if ip := net.ParseIP(t.Address); ip != nil {
 				key = ip.String()
 			}
@@ -306,6 +333,9 @@ func (inv *Inventory) Lint() []Problem {
 		}
 		if !userRE.MatchString(t.User) {
 			probs = append(probs, Problem{t.Name, fmt.Sprintf("invalid user %q", t.User)})
+		}
+		if t.Port < 0 || t.Port > 65535 {
+			probs = append(probs, Problem{t.Name, fmt.Sprintf("invalid port %d (1-65535, or leave it out for 22 / ~/.ssh/config)", t.Port)})
 		}
 		if !systemRE.MatchString(t.System) {
 			probs = append(probs, Problem{t.Name, fmt.Sprintf("invalid system %q (expected e.g. x86_64-linux)", t.System)})
@@ -345,12 +375,16 @@ func (h HealthCheck) Validate() error {
 		return fmt.Errorf("unknown type %q (use command, tcp or http)", h.Type)
 	}
 	if h.Timeout != "" {
-		if _, err := time.ParseDuration(h.Timeout); err != nil {
+		d, err := time.ParseDuration(h.Timeout)
+		if err != nil {
 			return fmt.Errorf("timeout %q: %w", h.Timeout, err)
 		}
+		if d <= 0 || d > time.Hour {
+			return fmt.Errorf("timeout %q: must be between 1ns and 1h", h.Timeout)
+		}
 	}
-	if h.Retries < 0 {
-		return fmt.Errorf("retries must not be negative")
+	if h.Retries < 0 || h.Retries > 100 {
+		return fmt.Errorf("retries must be between 0 and 100")
 	}
 	return nil
 }

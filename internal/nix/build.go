@@ -162,24 +162,21 @@ func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[strin
 
 // CopyOptions for Copy.
 type CopyOptions struct {
-	To         string // store URI, e.g. ssh-ng://user@host
-	Substitute bool   // let the destination fetch from its own substituters
-	SSHOpts    string // NIX_SSHOPTS
+	To          string // store URI, e.g. unix:///path/to/bridge.sock
+	Substitute  bool   // let the destination fetch from its own substituters
+	NoCheckSigs bool   // the destination accepts unsigned paths (a trusted client)
 }
 
 // Copy copies path's closure to another store.
 func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogParser) error {
-	// Paths built here are unsigned; the destination accepts them only from
-	// a trusted user, and rejects them otherwise with "lacks a valid signature".
-	args := []string{"copy", "--no-check-sigs", "--log-format", "internal-json", "--to", o.To}
+	args := []string{"copy", "--log-format", "internal-json", "--to", o.To}
+	if o.NoCheckSigs {
+		args = append(args, "--no-check-sigs")
+	}
 	if o.Substitute {
 		args = append(args, "--substitute-on-destination")
 	}
 	args = append(args, path)
-	var env []string
-	if o.SSHOpts != "" {
-		env = append(env, "NIX_SSHOPTS="+o.SSHOpts)
-	}
-	_, err := n.stream(ctx, args, parser, env)
+	_, err := n.stream(ctx, args, parser, nil)
 	return err
 }

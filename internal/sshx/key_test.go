@@ -24,3 +24,5 @@ func writeKey(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+func pemEncode(b *pem.Block) []byte { return pem.EncodeToMemory(b) }

@@ -3,7 +3,11 @@ package sshx
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,13 +22,13 @@ func TestDialRefused(t *testing.T) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	_, err = Dial(context.Background(), Config{Address: "127.0.0.1", Port: port, User: "u", Identities: []string{"/nonexistent"}})
+	_, err = Dial(context.Background(), Config{Host: "127.0.0.1", Port: port, User: "u", Identities: []string{"/nonexistent"}, IdentitiesOnly: true})
 	if err == nil || !strings.Contains(err.Error(), "reading SSH key /nonexistent") {
 		t.Fatalf("missing key: %v", err)
 	}
 	key := t.TempDir() + "/id"
 	writeKey(t, key)
-	_, err = Dial(context.Background(), Config{Address: "127.0.0.1", Port: port, User: "u", Identities: []string{key}, KnownHosts: []string{t.TempDir() + "/kh"}})
+	_, err = Dial(context.Background(), Config{Host: "127.0.0.1", Port: port, User: "u", Identities: []string{key}, KnownHosts: []string{t.TempDir() + "/kh"}})
 	var se *Error
 	if !errors.As(err, &se) || se.Kind != KindRefused || !strings.Contains(se.Error(), "connection refused by 127.0.0.1:") {
 		t.Fatalf("refused: %v", err)
@@ -49,7 +53,7 @@ func TestHandshakeBoundedByTimeout(t *testing.T) {
 	key := t.TempDir() + "/id"
 	writeKey(t, key)
 	start := time.Now()
-	_, err = Dial(context.Background(), Config{Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, User: "u",
+	_, err = Dial(context.Background(), Config{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, User: "u",
 		Identities: []string{key}, KnownHosts: []string{t.TempDir() + "/kh"}, Timeout: 500 * time.Millisecond})
 	var se *Error
 	if !errors.As(err, &se) || se.Kind != KindTimeout || !strings.Contains(se.Error(), "SSH handshake with 127.0.0.1:") {
@@ -57,5 +61,245 @@ func TestHandshakeBoundedByTimeout(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Fatalf("the handshake timeout was not applied (%v)", time.Since(start))
+	}
+}
+
+// echoServer answers commands: "big N" prints N bytes, "sleep" blocks until
+// stdin closes, "exit N" exits with N, "cat" copies stdin, others echo.
+func echoServer(t *testing.T) (*testServer, Config) {
+	t.Helper()
+	signer, keyPEM := newKey(t)
+	srv := startServer(t, signer.PublicKey(), func(cmd string, stdin io.Reader, stdout, stderr io.Writer) int {
+		switch {
+		case strings.HasPrefix(cmd, "big "):
+			var n int
+			fmt.Sscan(strings.TrimPrefix(cmd, "big "), &n)
+			chunk := []byte(strings.Repeat("x", 64<<10))
+			for n > 0 {
+				m := min(n, len(chunk))
+				if _, err := stdout.Write(chunk[:m]); err != nil {
+					return 1
+				}
+				n -= m
+			}
+			return 0
+		case cmd == "sleep":
+			io.Copy(io.Discard, stdin)
+			return 0
+		case strings.HasPrefix(cmd, "exit "):
+			var n int
+			fmt.Sscan(strings.TrimPrefix(cmd, "exit "), &n)
+			fmt.Fprintln(stderr, "failing on purpose")
+			return n
+		case cmd == "cat":
+			io.Copy(stdout, stdin)
+			return 0
+		}
+		fmt.Fprintln(stdout, "echo:", cmd)
+		return 0
+	})
+	id, kh := clientFiles(t, keyPEM, srv.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", srv.port())))
+	return srv, Config{Host: "127.0.0.1", Port: srv.port(), User: "u", Identities: []string{id}, IdentitiesOnly: true,
+		KnownHosts: []string{kh}, Timeout: 2 * time.Second}
+}
+
+func TestExecOutputLimitsAndExit(t *testing.T) {
+	_, cfg := echoServer(t)
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	out, err := c.Run(ctx, "hello", nil)
+	if err != nil || out.Stdout != "echo: hello\n" {
+		t.Fatalf("echo: %q %v", out.Stdout, err)
+	}
+	out, err = c.Run(ctx, "cat", strings.NewReader("input"))
+	if err != nil || out.Stdout != "input" {
+		t.Fatalf("cat: %q %v", out.Stdout, err)
+	}
+	_, err = c.Run(ctx, "exit 3", nil)
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 || !strings.Contains(ee.Error(), "failing on purpose") {
+		t.Fatalf("exit: %v", err)
+	}
+	start := time.Now()
+	_, err = c.Exec(ctx, Command{Line: "big 100000000", Limit: 1 << 20})
+	var se *Error
+	if !errors.As(err, &se) || se.Kind != KindTooMuch || !strings.Contains(se.Error(), "more than 1 MiB on standard output of `big`") {
+		t.Fatalf("limit: %v", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("the limit did not stop the command early (%v)", time.Since(start))
+	}
+	// The connection stays usable.
+	if out, err := c.Run(ctx, "again", nil); err != nil || out.Stdout != "echo: again\n" {
+		t.Fatalf("after limit: %q %v", out.Stdout, err)
+	}
+}
+
+func TestExecTimeoutAndCancel(t *testing.T) {
+	_, cfg := echoServer(t)
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	start := time.Now()
+	_, err = c.Exec(context.Background(), Command{Line: "sleep", Stdin: pr, Timeout: 300 * time.Millisecond})
+	var se *Error
+	if !errors.As(err, &se) || se.Kind != KindSlow || !strings.Contains(se.Error(), "did not finish `sleep` within 300ms") {
+		t.Fatalf("timeout: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("timeout not applied: %v", time.Since(start))
+	}
+	// Cancelling while output streams in: no data race (run with -race).
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*2*time.Millisecond)
+		var sink strings.Builder
+		_, err := c.Exec(ctx, Command{Line: "big 50000000", Stdout: &sink})
+		cancel()
+		if err == nil {
+			t.Fatal("a cancelled command succeeded")
+		}
+		_ = sink.Len() // read after Exec returned: nothing writes it any more
+	}
+}
+
+func TestKeepaliveDetectsDeadPeer(t *testing.T) {
+	srv, cfg := echoServer(t)
+	cfg.Keepalive = Keepalive{Interval: 100 * time.Millisecond, DeadAfter: 600 * time.Millisecond}
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), Command{Line: "sleep", Stdin: pr})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	srv.frozen.Store(true)
+	start := time.Now()
+	select {
+	case err := <-done:
+		var se *Error
+		if !errors.As(err, &se) || se.Kind != KindDeadPeer || !strings.Contains(se.Error(), "stopped answering") {
+			t.Fatalf("dead peer: %v", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("dead peer detected after %v", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a dead peer hung the command")
+	}
+}
+
+func TestProxyJumpThroughSSHConfig(t *testing.T) {
+	signer, keyPEM := newKey(t)
+	echo := func(cmd string, _ io.Reader, stdout, _ io.Writer) int { fmt.Fprint(stdout, "ran ", cmd); return 0 }
+	jump := startServer(t, signer.PublicKey(), echo)
+	target := startServer(t, signer.PublicKey(), echo)
+	id, kh := clientFiles(t, keyPEM,
+		jump.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", jump.port())),
+		target.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", target.port())))
+	conf := filepath.Join(t.TempDir(), "config")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`Host bastion
+  HostName 127.0.0.1
+  Port %d
+  User jumper
+Host inner
+  HostName 127.0.0.1
+  Port %d
+  ProxyJump bastion
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+`, jump.port(), target.port(), id, kh)), 0o600)
+	cfg, err := Resolve(Settings{Host: "inner", User: "deploy", ConfigFiles: []string{conf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Jumps) != 1 || cfg.Jumps[0].User != "jumper" || cfg.Jumps[0].Port != jump.port() || cfg.User != "deploy" {
+		t.Fatalf("resolved: %+v", cfg)
+	}
+	// The jump host inherits no identity from the target's block: give it the key.
+	cfg.Jumps[0].Identities, cfg.Jumps[0].KnownHosts = []string{id}, []string{kh}
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Run(context.Background(), "hostname", nil)
+	c.Close()
+	if err != nil || out.Stdout != "ran hostname" {
+		t.Fatalf("through the jump: %q %v", out.Stdout, err)
+	}
+	if jump.forwards.Load() != 1 || jump.sessions.Load() != 0 || target.sessions.Load() != 1 {
+		t.Fatalf("jump forwards %d sessions %d, target sessions %d", jump.forwards.Load(), jump.sessions.Load(), target.sessions.Load())
+	}
+	// The target's key is checked too: an impostor behind the bastion is refused.
+	_, kh2 := clientFiles(t, keyPEM,
+		jump.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", jump.port())),
+		jump.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", target.port())))
+	cfg.KnownHosts, cfg.Jumps[0].KnownHosts = []string{kh2}, []string{kh2}
+	_, err = Dial(context.Background(), cfg)
+	var se *Error
+	if !errors.As(err, &se) || se.Kind != KindChangedHost {
+		t.Fatalf("impostor behind the jump: %v", err)
+	}
+}
+
+func TestResolvePrecedence(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	conf := filepath.Join(home, "config")
+	os.WriteFile(conf, []byte(`Host lab-*
+  User fromconfig
+  Port 2222
+  ConnectTimeout 3
+Host *
+  IdentityFile ~/.ssh/special
+  UserKnownHostsFile ~/kh1 ~/kh2
+`), 0o600)
+	c, err := Resolve(Settings{Host: "lab-server", ConfigFiles: []string{conf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.User != "fromconfig" || c.Port != 2222 || c.Timeout != 3*time.Second || c.HostName != "lab-server" ||
+		len(c.Identities) != 1 || c.Identities[0] != filepath.Join(home, ".ssh/special") ||
+		len(c.KnownHosts) != 3 || c.KnownHosts[0] != filepath.Join(home, "kh1") || c.KnownHosts[2] != "/etc/ssh/ssh_known_hosts" {
+		t.Fatalf("from ssh_config: %+v", c)
+	}
+	c, err = Resolve(Settings{Host: "lab-server", User: "flag", Port: 22, Timeout: time.Second, KnownHosts: []string{"/kh"}, ConfigFiles: []string{conf}})
+	if err != nil || c.User != "flag" || c.Port != 22 || c.Timeout != time.Second || len(c.KnownHosts) != 1 {
+		t.Fatalf("settings win: %+v %v", c, err)
+	}
+	os.WriteFile(conf, []byte("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n"), 0o600)
+	if _, err := Resolve(Settings{Host: "a", User: "u", ConfigFiles: []string{conf}}); err == nil || !strings.Contains(err.Error(), "ProxyJump") {
+		t.Fatalf("loop: %v", err)
+	}
+	os.WriteFile(conf, []byte("Match exec \"true\"\n  User x\n"), 0o600)
+	if _, err := Resolve(Settings{Host: "a", ConfigFiles: []string{conf}}); err == nil || !strings.Contains(err.Error(), "cannot be read by this toolkit") {
+		t.Fatalf("unsupported: %v", err)
+	}
+}
+
+func TestHostKeyTypeMismatch(t *testing.T) {
+	srv, cfg := echoServer(t)
+	// known_hosts knows an ECDSA key for the host; the server has only ed25519.
+	kh := filepath.Join(t.TempDir(), "kh")
+	os.WriteFile(kh, []byte(fmt.Sprintf("[127.0.0.1]:%d ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=\n", srv.port())), 0o600)
+	cfg.KnownHosts = []string{kh}
+	_, err := Dial(context.Background(), cfg)
+	var se *Error
+	if !errors.As(err, &se) || se.Kind != KindKeyType || !strings.Contains(se.Error(), "offers no host key of the type") {
+		t.Fatalf("key type: %v", err)
 	}
 }

@@ -1,0 +1,214 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/trouble"
+)
+
+// Built is one system of Build.
+type Built struct {
+	Target      string
+	Path        string
+	ClosureSize int64
+	Err         error
+}
+
+// Build builds the systems of the named targets in one nix build.
+func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Built, Source, error) {
+	src, err := d.Resolve(ctx, o)
+	if err != nil {
+		return nil, src, err
+	}
+	b := d.startBuild(ctx, src.Flake, names)
+	<-b.done
+	out := make([]Built, len(names))
+	for i, n := range names {
+		r := b.results[n]
+		out[i] = Built{Target: n, Path: r.path, ClosureSize: r.size}
+		if r.err != nil {
+			out[i].Err = r.err
+		}
+	}
+	return out, src, nil
+}
+
+type buildResult struct {
+	path    string
+	size    int64
+	closure map[string]int64 // path -> NAR size
+	err     *Failure
+}
+
+type buildState struct {
+	done    chan struct{}
+	results map[string]buildResult
+}
+
+func (b *buildState) wait(ctx context.Context, name string) (buildResult, error) {
+	select {
+	case <-b.done:
+		return b.results[name], nil
+	case <-ctx.Done():
+		return buildResult{}, ctx.Err()
+	}
+}
+
+// startBuild builds every system in one `nix build` (one evaluator for the
+// fleet). When it fails, the failing targets are found from Nix's errors and
+// the others are built again (from the cache) so they can still deploy.
+func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) *buildState {
+	b := &buildState{done: make(chan struct{}), results: map[string]buildResult{}}
+	go func() {
+		defer close(b.done)
+		defer func() {
+			failed := 0
+			for _, r := range b.results {
+				if r.err != nil {
+					failed++
+				}
+			}
+			d.Report.BuildFinished(len(b.results)-failed, failed)
+		}()
+		remaining := append([]string(nil), names...)
+		for attempt := 0; len(remaining) > 0; attempt++ {
+			parser := &nix.LogParser{OnProgress: func(p nix.Progress) { d.Report.BuildProgress(p.BuildsDone, p.BuildsExpected) }}
+			attrs := make([]string, len(remaining))
+			for i, n := range remaining {
+				attrs[i] = nix.Toplevel(n)
+			}
+			paths, err := d.Nix.Build(ctx, f, attrs, parser)
+			if err == nil {
+				// One path-info for every closure (not one per target).
+				closures, _ := d.Nix.Closures(ctx, paths)
+				for i, n := range remaining {
+					r := buildResult{path: paths[i], closure: closures[paths[i]]}
+					for _, size := range r.closure {
+						r.size += size
+					}
+					b.results[n] = r
+				}
+				return
+			}
+			if ctx.Err() != nil {
+				for _, n := range remaining {
+					b.results[n] = buildResult{err: &Failure{Target: n, Stage: StageBuild, Cause: "interrupted", Remedy: "nothing changed on this target"}}
+				}
+				return
+			}
+			failed := attribute(parser, remaining, d.Root, err)
+			if len(failed) == 0 && len(remaining) > 1 {
+				// Nothing names a target: build them one by one to find out.
+				for _, n := range remaining {
+					p := &nix.LogParser{}
+					if _, err := d.Nix.Build(ctx, f, []string{nix.Toplevel(n)}, p); err != nil {
+						failed[n] = buildFailure(n, p, d.Root, err)
+					}
+				}
+			}
+			if len(failed) == 0 {
+				failed[remaining[0]] = buildFailure(remaining[0], parser, d.Root, err)
+			}
+			var next []string
+			for _, n := range remaining {
+				if fl, ok := failed[n]; ok {
+					b.results[n] = buildResult{err: fl}
+				} else {
+					next = append(next, n)
+				}
+			}
+			remaining = next
+		}
+	}()
+	return b
+}
+
+// attribute maps Nix's errors to the targets they concern.
+func attribute(p *nix.LogParser, names []string, root string, err error) map[string]*Failure {
+	failed := map[string]*Failure{}
+	for _, e := range p.Errors() {
+		rel := e.Rel(root)
+		var hit []string
+		switch {
+		case strings.HasPrefix(rel.File, "targets/"):
+			dir := strings.SplitN(strings.TrimPrefix(rel.File, "targets/"), "/", 2)[0]
+			if dir == inventory.CommonDir {
+				hit = names
+			} else {
+				hit = []string{dir}
+			}
+		case rel.File == "flake.nix":
+			hit = names
+		default:
+			for _, n := range names {
+				if strings.Contains(e.Message, "-nixos-system-"+n+"-") || strings.Contains(e.Message, `nixosConfigurations."`+n+`"`) || strings.Contains(e.Message, "nixosConfigurations."+n+".") {
+					hit = append(hit, n)
+				}
+			}
+		}
+		for _, n := range hit {
+			if !contains(names, n) {
+				continue
+			}
+			if _, ok := failed[n]; !ok {
+				failed[n] = failureFromNix(n, rel, p)
+			}
+		}
+	}
+	return failed
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
+	if e.File != "" {
+		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
+			Remedy: "fix the configuration at that location (mage check shows it too)", Err: e}
+	}
+	f := &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "build failed: " + e.Message,
+		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: e}
+	if i := strings.Index(e.Message, "/nix/store/"); i >= 0 {
+		drv := e.Message[i:]
+		if j := strings.IndexAny(drv, "' "); j >= 0 {
+			drv = drv[:j]
+		}
+		f.Detail = p.BuildLog(drv)
+	}
+	return f
+}
+
+func buildFailure(name string, p *nix.LogParser, root string, err error) *Failure {
+	errs := p.Errors()
+	if len(errs) > 0 {
+		return failureFromNix(name, errs[len(errs)-1].Rel(root), p)
+	}
+	if errors.Is(err, nix.ErrNotInstalled) {
+		return &Failure{Section: trouble.NixVersion, Target: name, Stage: StageBuild, Cause: "nix is not installed on this machine", Remedy: "install Nix", Err: err}
+	}
+	return &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "nix build failed: " + err.Error(), Remedy: "run the build by hand with `mage build:host " + name + "` to see the whole output", Err: err}
+}
+
+// build waits for the target's system from the shared build.
+func (j *job) build(ctx context.Context) *Failure {
+	br, err := j.shared.wait(ctx, j.t.Name)
+	if err != nil {
+		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+	}
+	if br.err != nil {
+		return br.err
+	}
+	j.built = br
+	j.res.System = br.path
+	return nil
+}

@@ -1,0 +1,281 @@
+package sshx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// DefaultLimit caps what a command may print on each of stdout and stderr
+// when the output is captured: whatever a target sends is untrusted.
+const DefaultLimit = 1 << 20
+
+// Command is one remote command.
+type Command struct {
+	Line  string    // the shell command line, already quoted
+	Stdin io.Reader // nil: none
+	// Stdout and Stderr receive the output as it arrives; when nil it is
+	// captured into Output (at most Limit bytes each, or the command fails).
+	Stdout, Stderr io.Writer
+	Limit          int64
+	// Timeout bounds the whole command (0: only ctx bounds it).
+	Timeout time.Duration
+	// Name describes the command in errors (default: its first word).
+	Name string
+}
+
+func (c Command) name() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	f := strings.Fields(c.Line)
+	if len(f) == 0 {
+		return "command"
+	}
+	if len(f[0]) > 40 {
+		return f[0][:40] + "…"
+	}
+	return f[0]
+}
+
+// Output of a remote command.
+type Output struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// ExitError is a remote command that exited non-zero.
+type ExitError struct {
+	Command string
+	Output
+}
+
+func (e *ExitError) Error() string {
+	msg := strings.TrimSpace(e.Stderr)
+	if msg == "" {
+		msg = strings.TrimSpace(e.Stdout)
+	}
+	return fmt.Sprintf("remote command exited with status %d: %s", e.Code, lastLines(msg, 3))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Proc is a started command with raw streams (for protocols such as the
+// nix-daemon bridge, and sudo's password exchange), remote or local.
+type Proc struct {
+	Stdin  io.WriteCloser
+	Stdout io.Reader
+	Stderr io.Reader
+	wait   func() error // the raw end of the command
+	kill   func()
+	exit   func(error, Output) error // turns the raw end into an error
+	host   string
+}
+
+// Run drives a started command like Exec: cmd's input, output capture,
+// limits and timeout apply (its Line is ignored). Callers may replace
+// Stdout/Stderr with filtered streams first.
+func (p *Proc) Run(ctx context.Context, cmd Command) (Output, error) {
+	return runProc(ctx, cmd, p, p.host)
+}
+
+// Wait waits for the command to exit (an *ExitError for a non-zero status).
+func (p *Proc) Wait() error { return p.exit(p.wait(), Output{}) }
+
+// Close stops the command (sshd ignores signals sent over the channel, so
+// closing the session is the reliable way to stop remote work).
+func (p *Proc) Close() error { p.kill(); return nil }
+
+// Start starts a command with raw streams.
+func (c *Client) Start(ctx context.Context, line string) (*Proc, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("interrupted: %w", err)
+	}
+	sess, err := c.client.NewSession()
+	if err != nil {
+		return nil, c.lostErr(fmt.Errorf("opening an SSH session to %s: %w", c.cfg.Host, err))
+	}
+	p := &Proc{wait: sess.Wait, kill: func() { sess.Close() }, host: c.cfg.Host,
+		exit: func(err error, out Output) error { return c.exitErr(err, line, out) }}
+	if p.Stdin, err = sess.StdinPipe(); err == nil {
+		if p.Stdout, err = sess.StdoutPipe(); err == nil {
+			p.Stderr, err = sess.StderrPipe()
+		}
+	}
+	if err == nil {
+		err = sess.Start(line)
+	}
+	if err != nil {
+		sess.Close()
+		return nil, c.lostErr(fmt.Errorf("starting a command on %s: %w", c.cfg.Host, err))
+	}
+	return p, nil
+}
+
+// Run runs a command with captured, bounded output (the common case).
+func (c *Client) Run(ctx context.Context, line string, stdin io.Reader) (Output, error) {
+	return c.Exec(ctx, Command{Line: line, Stdin: stdin})
+}
+
+// Exec runs a command: its input is written, its output streamed or
+// captured (bounded), and it is stopped when ctx ends, its timeout
+// expires or it prints more than allowed.
+func (c *Client) Exec(ctx context.Context, cmd Command) (Output, error) {
+	p, err := c.Start(ctx, cmd.Line)
+	if err != nil {
+		return Output{Code: -1}, err
+	}
+	return runProc(ctx, cmd, p, c.cfg.Host)
+}
+
+// runProc drives a started command: shared by SSH sessions and local
+// processes, so that limits and timeouts behave the same everywhere.
+func runProc(ctx context.Context, cmd Command, p *Proc, host string) (Output, error) {
+	stdin, stdout, stderr, wait, kill, exitErr := p.Stdin, p.Stdout, p.Stderr, p.wait, p.kill, p.exit
+	limit := cmd.Limit
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	over := make(chan string, 2)
+	so := &capture{w: cmd.Stdout, limit: limit, over: over, stream: "standard output"}
+	se := &capture{w: cmd.Stderr, limit: limit, over: over, stream: "standard error"}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); so.drain(stdout) }()
+	go func() { defer wg.Done(); se.drain(stderr) }()
+	go func() {
+		if cmd.Stdin != nil {
+			_, _ = io.Copy(stdin, cmd.Stdin)
+		}
+		stdin.Close()
+	}()
+	done := make(chan error, 1)
+	go func() {
+		wg.Wait() // all output read before the exit status is taken
+		done <- wait()
+	}()
+	var timeout <-chan time.Time
+	if cmd.Timeout > 0 {
+		t := time.NewTimer(cmd.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
+	select {
+	case err = <-done:
+		out := Output{Stdout: so.String(), Stderr: se.String()}
+		if err == nil {
+			return out, nil
+		}
+		return out, exitErr(err, out)
+	case stream := <-over:
+		err = &Error{Kind: KindTooMuch, Address: host,
+			Cause:  fmt.Sprintf("%s sent more than %s on %s of `%s`", host, humanBytes(limit), stream, cmd.name()),
+			Remedy: "the target's output is not what a NixOS machine sends: check the target (its shell startup files, the command's output)"}
+	case <-timeout:
+		err = &Error{Kind: KindSlow, Address: host,
+			Cause:  fmt.Sprintf("%s did not finish `%s` within %v", host, cmd.name(), cmd.Timeout),
+			Remedy: "the target is overloaded or the command hangs; check it, or give more time with -cmdtimeout"}
+	case <-ctx.Done():
+		err = fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	kill()
+	<-done // the readers have returned: nothing writes the buffers any more
+	return Output{Stdout: so.String(), Stderr: se.String(), Code: -1}, err
+}
+
+// capture forwards a stream to w, or keeps at most limit bytes of it.
+type capture struct {
+	w      io.Writer
+	limit  int64
+	over   chan<- string
+	stream string
+
+	mu  sync.Mutex
+	buf strings.Builder
+	n   int64
+}
+
+func (c *capture) drain(r io.Reader) {
+	b := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(b)
+		if n > 0 {
+			if c.w != nil {
+				if _, werr := c.w.Write(b[:n]); werr != nil {
+					// The consumer gave up: keep the channel flowing.
+					_, _ = io.Copy(io.Discard, r)
+					return
+				}
+			} else {
+				c.mu.Lock()
+				if c.n+int64(n) > c.limit {
+					c.mu.Unlock()
+					c.over <- c.stream
+					_, _ = io.Copy(io.Discard, r)
+					return
+				}
+				c.buf.Write(b[:n])
+				c.n += int64(n)
+				c.mu.Unlock()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *capture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// exitErr turns a session's end into an error.
+func (c *Client) exitErr(err error, line string, out Output) error {
+	if err == nil {
+		return nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		out.Code = ee.ExitStatus()
+		return &ExitError{Command: line, Output: out}
+	}
+	var missing *ssh.ExitMissingError
+	if errors.As(err, &missing) {
+		return c.lostErr(fmt.Errorf("the SSH connection to %s was lost while running a command", c.cfg.Host))
+	}
+	return c.lostErr(fmt.Errorf("running a command on %s: %w", c.cfg.Host, err))
+}
+
+// lostErr prefers the keepalive's diagnosis when the connection died.
+func (c *Client) lostErr(err error) error {
+	if d := c.Dead(); d != nil {
+		return d
+	}
+	return &Error{Kind: KindLost, Address: c.cfg.Host, Err: err, Cause: err.Error(),
+		Remedy: "check the network and that the target is up, then run again"}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,127 @@
+# The activation unit of nixos-config: runs as root, detached from the
+# deployer's SSH session (a transient systemd unit, or its own session
+# without systemd), under `flock -o /run/nixos-config.activate.lock`, so the
+# target stays locked for as long as this runs, whatever happens to the
+# deployer. Installed and started by internal/target (activate.go), which
+# validated every argument.
+#
+#   activate.sh <dir> deploy <mode> <path> <setprofile 0|1> <prev-gen> <prev-path>
+#               <prev-current> <reach-timeout s> <verdict-timeout s> <auto-rollback 0|1>
+#   activate.sh <dir> rollback-to <generation> <path>
+#
+# <dir> (0700) holds this script and the history lines rendered by the
+# deployer (history-rolledback-ok, history-rolledback-failed,
+# history-vanished); this script writes there: pid, started, result,
+# switch.log, rollback, done. The deployer writes there: reached, verdict.
+set -u
+dir=$1
+action=$2
+shift 2
+history=/var/lib/nixos-config/history.jsonl
+profile=/nix/var/nix/profiles/system
+export NIXOS_INSTALL_BOOTLOADER=0
+echo $$ >"$dir/pid"
+: >"$dir/started"
+# Leftovers of deployers that died long ago (/run is cleared at boot anyway).
+find /run/nixos-config -mindepth 1 -maxdepth 1 -type d -mtime +1 -exec rm -rf {} + 2>/dev/null
+
+# put writes a file atomically.
+put() { printf '%s\n' "$2" >"$dir/$1.tmp" && mv "$dir/$1.tmp" "$dir/$1"; }
+
+# record appends a history line rendered by the deployer.
+record() {
+	[ -f "$dir/$1" ] || return 0
+	mkdir -p /var/lib/nixos-config && chmod 700 /var/lib/nixos-config
+	(umask 077 && cat "$dir/$1" >>"$history") && chmod 600 "$history"
+}
+
+# wait_for <file> <seconds>: 0 when the file appeared in time.
+wait_for() {
+	n=$(($2 * 5))
+	while [ "$n" -gt 0 ]; do
+		[ -e "$dir/$1" ] && return 0
+		sleep 0.2
+		n=$((n - 1))
+	done
+	[ -e "$dir/$1" ]
+}
+
+case $action in
+deploy)
+	mode=$1 path=$2 setprofile=$3 prev_gen=$4 prev_path=$5 prev_current=$6
+	reach=$7 verdict_timeout=$8 auto=$9
+	printf '%s\n' "activation $(basename "$dir") of $path since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >/run/nixos-config.activate.info
+	rc=0
+	: >"$dir/switch.log"
+	[ -f "$path/nixos-version" ] || rc=90
+	if [ "$rc" = 0 ] && [ "$setprofile" = 1 ]; then
+		nix-env -p "$profile" --set "$path" >>"$dir/switch.log" 2>&1 || rc=91
+	fi
+	if [ "$rc" != 0 ]; then
+		# Nothing was activated: nothing to wait for or undo.
+		put result "switched $rc $(readlink "$profile" 2>/dev/null)"
+		put done "not activated"
+		exit 0
+	fi
+	"$path/bin/switch-to-configuration" "$mode" >>"$dir/switch.log" 2>&1
+	rc=$?
+	put result "switched $rc $(readlink "$profile" 2>/dev/null)"
+
+	rollback() {
+		case $mode in
+		switch | boot)
+			nix-env -p "$profile" --switch-generation "$prev_gen" >>"$dir/rollback.log" 2>&1 &&
+				"$prev_path/bin/switch-to-configuration" "$mode" >>"$dir/rollback.log" 2>&1
+			rrc=$?
+			;;
+		test)
+			"$prev_current/bin/switch-to-configuration" test >>"$dir/rollback.log" 2>&1
+			rrc=$?
+			;;
+		*) rrc=0 ;;
+		esac
+		if [ "$rrc" = 0 ]; then record history-rolledback-ok; else record history-rolledback-failed; fi
+		put rollback "rolledback $rrc $(readlink "$profile" 2>/dev/null)"
+	}
+
+	if [ "$reach" -gt 0 ] && [ "$rc" = 0 ]; then
+		# Magic rollback: the deployer must reach the target again over a
+		# new SSH connection, or this rolls back by itself.
+		if ! wait_for reached "$reach"; then
+			echo "no new SSH connection from the deployer within ${reach}s: rolling back" >>"$dir/rollback.log"
+			rollback
+			put done "watchdog"
+			exit 0
+		fi
+	fi
+	if wait_for verdict "$verdict_timeout"; then
+		v=$(head -c 16 "$dir/verdict")
+		if [ "$v" = rollback ]; then rollback; fi
+		put done "verdict $v"
+		exit 0
+	fi
+	# The deployer vanished before deciding.
+	if [ "$rc" != 0 ] && [ "$auto" = 1 ]; then
+		rollback
+		put done "vanished rollback"
+	else
+		record history-vanished
+		put done "vanished"
+	fi
+	;;
+rollback-to)
+	gen=$1 path=$2
+	printf '%s\n' "rollback $(basename "$dir") to generation $gen since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >/run/nixos-config.activate.info
+	rc=0
+	nix-env -p "$profile" --switch-generation "$gen" >"$dir/switch.log" 2>&1 || rc=91
+	if [ "$rc" = 0 ]; then
+		"$path/bin/switch-to-configuration" switch >>"$dir/switch.log" 2>&1
+		rc=$?
+	fi
+	put result "switched $rc $(readlink "$profile" 2>/dev/null)"
+	put done "rollback-to"
+	;;
+*)
+	put result "switched 2 unknown-action"
+	;;
+esac
