@@ -24,6 +24,7 @@ func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Buil
 	if err != nil {
 		return nil, src, err
 	}
+	defer src.Close()
 	b := d.startBuild(ctx, src.Flake, names)
 	<-b.done
 	out := make([]Built, len(names))

@@ -51,6 +51,14 @@ type Source struct {
 	Flake  nix.Flake
 	Commit string // full commit id; empty in a repository without commits
 	Dirty  bool   // work tree with uncommitted changes (only with -allowdirty)
+	remove func()
+}
+
+// Close removes what Resolve created for the source (a link to the flake).
+func (s Source) Close() {
+	if s.remove != nil {
+		s.remove()
+	}
 }
 
 // Resolve decides what to build: a given revision, or the work tree (which
@@ -75,7 +83,7 @@ func (d *Deployer) Resolve(ctx context.Context, o Options) (Source, error) {
 		}
 		src.Commit = c
 		src.Flake.Rev = c
-		return src, nil
+		return src, d.link(&src)
 	}
 	dirty, err := d.Git.Dirty(ctx)
 	if err != nil {
@@ -88,7 +96,27 @@ func (d *Deployer) Resolve(ctx context.Context, o Options) (Source, error) {
 	if c, err := d.Git.Head(ctx); err == nil {
 		src.Commit = c
 	}
-	return src, nil
+	if !src.Flake.PathUsable() {
+		// Nix reads no work tree at such a path; a clean tree is its commit.
+		if dirty || src.Commit == "" {
+			return src, fmt.Errorf("Nix cannot read the work tree at %q as a flake (its path has a space or another character URLs escape): commit your changes (a clean tree is used at its commit), or move the repository to a path without such characters (%s)", d.Root, trouble.See(trouble.GitState))
+		}
+		src.Flake.Rev = src.Commit
+	}
+	return src, d.link(&src)
+}
+
+// link gives a repository Nix cannot name by its path a link it can.
+func (d *Deployer) link(src *Source) error {
+	if src.Flake.PathUsable() {
+		return nil
+	}
+	alias, remove, err := nix.LinkFlake(d.Root)
+	if err != nil {
+		return err
+	}
+	src.Flake.Alias, src.remove = alias, remove
+	return nil
 }
 
 // Run deploys targets; per-target failures are in the results, the error
@@ -121,6 +149,7 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	if err != nil {
 		return nil, err
 	}
+	defer src.Close()
 	names := make([]string, len(targets))
 	for i, t := range targets {
 		names[i] = t.Name

@@ -174,6 +174,7 @@ func (d *Deployer) HeadSystems(ctx context.Context, names []string, o Options) (
 	if err != nil {
 		return nil, err
 	}
+	defer src.Close()
 	for _, n := range names {
 		if err := inventory.ValidateName(n); err != nil {
 			return nil, err

@@ -30,9 +30,13 @@ func TestDiscoverLab(t *testing.T) {
 	t.Cleanup(func() { f.lab.StartSSHD(ctx, "media-center") })
 	r := f.mage("discover:subnet", "10.77.50.0/24", "-lab")
 	succeeds(t, r)
-	fp, _ := f.lab.Fingerprint("stranger")
+	fp, err := f.lab.Fingerprint("stranger")
+	if err != nil || fp == "" {
+		t.Fatalf("fingerprint of stranger: %q %v", fp, err)
+	}
 	for _, re := range []string{
-		`discover: 3 SSH hosts among 254 addresses`,
+		`discover: 4 SSH hosts among 254 addresses`,
+		`10\.77\.50\.202\s+bastion\s+not in inventory\s+known`,
 		`10\.77\.50\.11\s+lab-server\s+lab-server \(by address\)\s+known\s+SHA256:\S+\s+yes, gen 1\s+SSH-2\.0-OpenSSH`,
 		`10\.77\.50\.10\s+dev-workstation\s+dev-workstation \(by address\)\s+known`,
 		`10\.77\.50\.200\s+stranger\s+not in inventory\s+unknown\s+` + regexp.QuoteMeta(fp),

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			l, err := lab.Start(ctx, lab.Config{Name: "e2d", StateDir: filepath.Join(dir, "state"), Subnet: "10.77.50.0/24",
-				Targets: fleetNames, Extras: true}, run.Exec{})
+				Targets: fleetNames, Extras: true, Bastion: true}, run.Exec{})
 			if err != nil {
 				fmt.Println("lab up:", err)
 				return 1

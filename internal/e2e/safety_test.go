@@ -134,7 +134,7 @@ func slowCopy(t *testing.T, f *fixture, host string) {
 }
 
 // startMage starts a deploy and returns when its output contains marker.
-func startMage(t *testing.T, f *fixture, marker string, args ...string) (*exec.Cmd, *strings.Builder) {
+func startMage(t *testing.T, f *fixture, marker string, args ...string) (*exec.Cmd, *syncBuilder) {
 	t.Helper()
 	cmd := exec.Command(testutil.MageBinary(t), args...)
 	cmd.Dir = f.repo
@@ -151,7 +151,7 @@ func startMage(t *testing.T, f *fixture, marker string, args ...string) (*exec.C
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return cmd, &out.Builder
+	return cmd, out
 }
 
 func TestLockOneDeployerAtATime(t *testing.T) {

@@ -133,7 +133,7 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec) (Host, error) {
 		NetNS:   l.netnsName(spec.Name),
 		Dir:     filepath.Join(l.cfg.StateDir, "hosts", spec.Name),
 	}
-	if spec.Role == RoleTarget {
+	if spec.Role == RoleTarget || spec.Role == RoleBastion {
 		h.HostVeth = fmt.Sprintf("%sv%d", l.cfg.Name, spec.Index)
 	} else {
 		h.HostVeth = fmt.Sprintf("%sx%d", l.cfg.Name, spec.Index)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,7 +64,7 @@ func (l *Lab) StartSSHD(ctx context.Context, host string) error {
 	h, _ := l.Host(host)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Address, "22"), 300*time.Millisecond)
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Address, strconv.Itoa(h.sshPort())), 300*time.Millisecond)
 		if err == nil {
 			c.Close()
 			return nil
@@ -402,5 +403,75 @@ func (l *Lab) InstallCommand(ctx context.Context, host, name, script string) err
 		return err
 	}
 	_, err = l.Exec(ctx, host, "/bin/sh", "-c", `mountpoint -q /usr/local/bin && [ "$(stat -c %i /usr/local/bin)" = "$(stat -c %i "$1")" ] || mount --bind "$1" /usr/local/bin`, "install-command", dir)
+	return err
+}
+
+func (h Host) sshPort() int {
+	if h.Port == 0 {
+		return 22
+	}
+	return h.Port
+}
+
+// SetSSHPort moves the host's sshd to port (22: the default) and restarts
+// it; the lab's inventory and known_hosts follow.
+func (l *Lab) SetSSHPort(ctx context.Context, host string, port int) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("invalid port %d", port)
+	}
+	p, err := l.fsPath(host, "var/lib/lab/sshd_config")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(data), "\n")
+	for i, line := range lines {
+		if strings.HasPrefix(line, "Port ") {
+			lines[i] = "Port " + strconv.Itoa(port)
+		}
+	}
+	if err := rewrite(p, strings.Join(lines, "\n")); err != nil {
+		return err
+	}
+	for i := range l.state.Hosts {
+		if l.state.Hosts[i].Name == host {
+			l.state.Hosts[i].Port = port
+			if port == 22 {
+				l.state.Hosts[i].Port = 0
+			}
+		}
+	}
+	if err := l.save(); err != nil {
+		return err
+	}
+	if err := l.writeClientFiles(); err != nil {
+		return err
+	}
+	if err := l.StopSSHD(ctx, host); err != nil {
+		return err
+	}
+	return l.StartSSHD(ctx, host)
+}
+
+// OnlySSHFrom makes the host drop SSH connections from every address but
+// from (e.g. the bastion's), like a target on a network only the jump host
+// reaches; "" lifts the restriction.
+func (l *Lab) OnlySSHFrom(ctx context.Context, host, from string) error {
+	h, err := l.Host(host)
+	if err != nil {
+		return err
+	}
+	_, _ = l.Exec(ctx, host, "nft", "delete", "table", "inet", "labsshfrom")
+	if from == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(from); err != nil {
+		return fmt.Errorf("invalid address %q", from)
+	}
+	rules := fmt.Sprintf("table inet labsshfrom {\n chain input {\n  type filter hook input priority -5; policy accept;\n  tcp dport %d ip saddr != %s drop\n }\n}\n", h.sshPort(), from)
+	_, err = l.ExecInput(ctx, host, rules, "nft", "-f", "-")
 	return err
 }

@@ -42,12 +42,14 @@ const (
 	RoleTarget   = "target"   // in the inventory, sshd, nix-daemon
 	RoleStranger = "stranger" // sshd and nix, but not in the inventory (an unknown machine)
 	RoleSilent   = "silent"   // no sshd at all
+	RoleBastion  = "bastion"  // an SSH jump host (sshd, the deploy user's key; not in the inventory)
 )
 
 // Names of the extra hosts.
 const (
 	StrangerName = "stranger"
 	SilentName   = "silent"
+	BastionName  = "bastion"
 )
 
 // Config describes a lab.
@@ -67,6 +69,9 @@ type Config struct {
 	// Extras adds the two hosts that are not in the inventory: "stranger"
 	// (sshd) and "silent" (no sshd).
 	Extras bool
+	// Bastion adds "bastion" (.202), a jump host the deploy user can log
+	// in to (see OnlySSHFrom for targets reachable only through it).
+	Bastion bool
 }
 
 // Host is one simulated machine.
@@ -74,6 +79,7 @@ type Host struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
 	Address  string `json:"address"`
+	Port     int    `json:"port,omitempty"` // sshd's port when not 22
 	NetNS    string `json:"netns"`
 	HostVeth string `json:"hostVeth"`
 	Dir      string `json:"dir"`
@@ -166,7 +172,7 @@ func NewWith(cfg Config, r run.Runner, s Spawner) (*Lab, error) {
 		if err := inventory.ValidateName(t); err != nil {
 			return nil, err
 		}
-		if t == StrangerName || t == SilentName || seen[t] {
+		if t == StrangerName || t == SilentName || t == BastionName || seen[t] {
 			return nil, fmt.Errorf("lab: target name %q is reserved or repeated", t)
 		}
 		seen[t] = true
@@ -483,6 +489,10 @@ func (l *Lab) wanted() map[string]hostSpec {
 		b, _ := l.address(201)
 		want[SilentName] = hostSpec{Name: SilentName, Role: RoleSilent, Address: b, Index: 201}
 	}
+	if l.cfg.Bastion {
+		a, _ := l.address(202)
+		want[BastionName] = hostSpec{Name: BastionName, Role: RoleBastion, Address: a, Index: 202}
+	}
 	return want
 }
 
@@ -528,10 +538,10 @@ func (l *Lab) writeClientFiles() error {
 	for _, h := range l.state.Hosts {
 		if h.Role == RoleTarget {
 			inv.Targets = append(inv.Targets, inventory.Target{Name: h.Name, Facts: inventory.Facts{
-				Address: h.Address, User: l.state.User, System: inventory.DefaultSystem, Tags: []string{"lab"},
+				Address: h.Address, User: l.state.User, Port: h.Port, System: inventory.DefaultSystem, Tags: []string{"lab"},
 			}})
 		}
-		if h.Role == RoleTarget {
+		if h.Role == RoleTarget || h.Role == RoleBastion {
 			// Only the ed25519 key, like a user who accepted it once; the
 			// server also offers RSA, which a naive client would mistake
 			// for a key change.
@@ -541,7 +551,11 @@ func (l *Lab) writeClientFiles() error {
 			}
 			f := strings.Fields(string(pub))
 			if len(f) >= 2 {
-				fmt.Fprintf(&kh, "%s %s %s\n", h.Address, f[0], f[1])
+				name := h.Address
+				if h.Port != 0 && h.Port != 22 {
+					name = fmt.Sprintf("[%s]:%d", h.Address, h.Port)
+				}
+				fmt.Fprintf(&kh, "%s %s %s\n", name, f[0], f[1])
 			}
 		}
 	}
@@ -659,16 +673,18 @@ func Open(stateDir string, ex run.Exec) (*Lab, error) {
 		return nil, fmt.Errorf("no lab is up in %s: run mage lab:up", stateDir)
 	}
 	var targets []string
-	extras := false
+	extras, bastion := false, false
 	for _, h := range s.Hosts {
 		switch h.Role {
 		case RoleTarget:
 			targets = append(targets, h.Name)
+		case RoleBastion:
+			bastion = true
 		default:
 			extras = true
 		}
 	}
-	l, err := New(Config{Name: s.Name, StateDir: stateDir, Subnet: s.Subnet, User: s.User, Targets: targets, Extras: extras}, ex)
+	l, err := New(Config{Name: s.Name, StateDir: stateDir, Subnet: s.Subnet, User: s.User, Targets: targets, Extras: extras, Bastion: bastion}, ex)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +31,7 @@ func (l *Lab) Status(ctx context.Context) ([]HostStatus, error) {
 	var out []HostStatus
 	for _, h := range l.state.Hosts {
 		st := HostStatus{Name: h.Name, Role: h.Role, Address: h.Address, Running: h.alive()}
-		if c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Address, "22"), 500*time.Millisecond); err == nil {
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Address, strconv.Itoa(h.sshPort())), 500*time.Millisecond); err == nil {
 			st.SSHD = true
 			c.Close()
 		}

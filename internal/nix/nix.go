@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -44,22 +46,73 @@ type Flake struct {
 	Dir     string // absolute path of the repository
 	Nixpkgs string // absolute path to use as the nixpkgs input; empty: the locked one
 	Rev     string // a commit of the repository to use instead of the work tree
+	// Alias is a symbolic link to Dir whose path Nix can take (see
+	// LinkFlake), used in references at a commit.
+	Alias string
 }
 
 // Ref is the flake reference for installables.
 func (f Flake) Ref() string {
 	if f.Rev != "" {
-		return "git+file://" + f.Dir + "?rev=" + f.Rev
+		return "git+file://" + f.urlDir() + "?rev=" + f.Rev
 	}
 	return f.Dir
 }
+
+// urlDir is the repository's path for git+file URLs.
+func (f Flake) urlDir() string {
+	if f.Alias != "" {
+		return f.Alias
+	}
+	return f.Dir
+}
+
+// LinkFlake gives a repository whose path Nix cannot take (PathUsable) a
+// symbolic link in a private directory; git+file URLs at a commit work
+// through it. remove deletes the link.
+func LinkFlake(dir string) (alias string, remove func(), err error) {
+	d, err := run.PrivateDir("nixos-config-flake")
+	if err != nil {
+		return "", nil, err
+	}
+	alias = filepath.Join(d, "repo")
+	if err := os.Symlink(dir, alias); err != nil {
+		os.RemoveAll(d)
+		return "", nil, err
+	}
+	return alias, func() { os.RemoveAll(d) }, nil
+}
+
+// PathUsable tells whether Nix can take the repository's work tree as a
+// flake: a path with a space (or another character that URLs escape) is
+// no valid flake reference. Such a repository can still be used at a
+// commit (Rev), as a percent-encoded git+file URL.
+func (f Flake) PathUsable() bool { return urlSafe(f.Dir) }
 
 // Args are the flags that substitute the nixpkgs input without touching flake.lock.
 func (f Flake) Args() []string {
 	if f.Nixpkgs == "" {
 		return nil
 	}
-	return []string{"--override-input", "nixpkgs", "path:" + f.Nixpkgs, "--no-write-lock-file"}
+	ref := "path:" + f.Nixpkgs
+	if !urlSafe(f.Nixpkgs) && f.Rev != "" {
+		// The double is tracked in the repository: take it from the same
+		// commit, by its git URL with dir=.
+		if rel, err := filepath.Rel(f.Dir, f.Nixpkgs); err == nil && !strings.HasPrefix(rel, "..") {
+			ref = "git+file://" + f.urlDir() + "?dir=" + url.QueryEscape(rel) + "&rev=" + f.Rev
+		}
+	}
+	return []string{"--override-input", "nixpkgs", ref, "--no-write-lock-file"}
+}
+
+// urlSafe tells whether a path can appear in a flake reference as it is.
+func urlSafe(p string) bool {
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+~@,=:", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Offline tells whether the flake evaluates against the test double.

@@ -3,19 +3,17 @@ package target
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/monibahmed/nixos-config/internal/run"
 	"github.com/monibahmed/nixos-config/internal/sshx"
 )
 
@@ -55,65 +53,10 @@ type Bridge struct {
 	fail           error // why a connection could not be opened
 }
 
-// bridgeDirPrefix names the private directories of bridges; a directory
-// whose process is gone is removed by the next bridge (a killed deployer
-// leaves nothing behind for long).
-const bridgeDirPrefix = "nixos-config-bridge-"
-
-// maxSocketPath is below the 108 bytes of sockaddr_un.
-const maxSocketPath = 100
-
-// bridgeBase picks where the socket lives: $TMPDIR when the path fits a
-// socket address and a store URI, else /tmp.
-func bridgeBase() string {
-	t := os.TempDir()
-	if len(t)+len(bridgeDirPrefix)+40 < maxSocketPath && !strings.ContainsAny(t, " ?#%&+;=\"'\\\n\t") {
-		return t
-	}
-	return "/tmp"
-}
-
-// reapBridgeDirs removes bridge directories of processes that no longer run.
-func reapBridgeDirs(base string) {
-	entries, err := os.ReadDir(base)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), bridgeDirPrefix)
-		if !ok || !e.IsDir() {
-			continue
-		}
-		pidText, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid <= 0 {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok || int(st.Uid) != os.Geteuid() {
-			continue
-		}
-		if syscall.Kill(pid, 0) == nil || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
-			continue // alive (or not ours to judge)
-		}
-		_ = os.RemoveAll(filepath.Join(base, e.Name()))
-	}
-}
-
 // OpenBridge starts a bridge. Close it (always) when the copy is over.
 func (s *Session) OpenBridge(ctx context.Context, daemon Daemon) (*Bridge, error) {
-	base := bridgeBase()
-	reapBridgeDirs(base)
-	dir, err := os.MkdirTemp(base, bridgeDirPrefix+strconv.Itoa(os.Getpid())+"-")
+	dir, err := run.PrivateDir("nixos-config-bridge")
 	if err != nil {
-		return nil, fmt.Errorf("creating the bridge's directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	sock := filepath.Join(dir, "nix.sock")
