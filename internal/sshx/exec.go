@@ -279,3 +279,18 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// NewProc wraps streams and functions into a Proc, for connections other
+// than SSH (tests' fake targets): wait returns the command's end (an
+// *ExitError for a non-zero status), kill stops it.
+func NewProc(host string, stdin io.WriteCloser, stdout, stderr io.Reader, wait func() error, kill func()) *Proc {
+	return &Proc{Stdin: stdin, Stdout: stdout, Stderr: stderr, wait: wait, kill: kill, host: host,
+		exit: func(err error, out Output) error {
+			var ee *ExitError
+			if errors.As(err, &ee) {
+				ee.Output.Stdout, ee.Output.Stderr = out.Stdout, out.Stderr
+				return ee
+			}
+			return err
+		}}
+}
