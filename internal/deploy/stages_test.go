@@ -28,7 +28,9 @@ type fakeNix struct {
 	onCopy   func()
 }
 
-func (n *fakeNix) Version(context.Context) (nix.Version, error) { return nix.Version{Major: 2, Minor: 26}, nil }
+func (n *fakeNix) Version(context.Context) (nix.Version, error) {
+	return nix.Version{Major: 2, Minor: 26}, nil
+}
 func (n *fakeNix) Build(ctx context.Context, f nix.Flake, attrs []string, p *nix.LogParser) ([]string, error) {
 	out := make([]string, len(attrs))
 	for i := range attrs {
@@ -97,13 +99,13 @@ func (c *fakeConnector) Connect(context.Context, inventory.Target) (target.Conn,
 
 type quiet struct{}
 
-func (quiet) Stage(string, Stage)          {}
+func (quiet) Stage(string, Stage)           {}
 func (quiet) Progress(string, int64, int64) {}
-func (quiet) BuildProgress(int, int)       {}
-func (quiet) BuildFinished(int, int)       {}
-func (quiet) Note(string, string)          {}
-func (quiet) Finished(Result)              {}
-func (quiet) Pause() func()                { return func() {} }
+func (quiet) BuildProgress(int, int)        {}
+func (quiet) BuildFinished(int, int)        {}
+func (quiet) Note(string, string)           {}
+func (quiet) Finished(Result)               {}
+func (quiet) Pause() func()                 { return func() {} }
 
 func prevGen1(t *targettest.Target) {
 	t.Generation, t.Profile, t.Current = 1, oldSystem, oldSystem
@@ -124,7 +126,9 @@ func TestStageDecisions(t *testing.T) {
 		copies  int
 		history string // a result the history must end with ("" : no record)
 	}{
-		{name: "healthy", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) { prevGen1(ft) },
+		{name: "healthy", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
+			prevGen1(ft)
+		},
 			status: StatusOK, gen: 2, verdict: "commit", copies: 1, history: `"result":"ok"`},
 		{name: "activation fails: rolled back", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
