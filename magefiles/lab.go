@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/magefile/mage/mg"
-	"golang.org/x/term"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/lab"
@@ -125,23 +123,6 @@ func (Lab) Status(ctx context.Context) error {
 	return printLabStatus(ctx, e, l)
 }
 
-// readSecret reads a line with hidden input from the terminal, or from
-// standard input when it is not one.
-func readSecret(prompt string) (string, error) {
-	fd := int(os.Stdin.Fd())
-	if term.IsTerminal(fd) {
-		fmt.Fprint(os.Stderr, prompt)
-		b, err := term.ReadPassword(fd)
-		fmt.Fprintln(os.Stderr)
-		return string(b), err
-	}
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	if err != nil && line == "" {
-		return "", fmt.Errorf("no password on standard input")
-	}
-	return strings.TrimRight(line, "\r\n"), nil
-}
-
 func printLabStatus(ctx context.Context, e *env, l *lab.Lab) error {
 	st, err := l.Status(ctx)
 	if err != nil {
@@ -204,7 +185,7 @@ func (Lab) Fault(ctx context.Context, host, knob string) error {
 	case "sudo-password":
 		// The password comes from standard input, never from the command line.
 		var pw string
-		if pw, err = readSecret("lab sudo password for " + host + ": "); err == nil {
+		if pw, err = readSecret("lab sudo password for "+host+": ", nil); err == nil {
 			err = l.RequireSudoPassword(ctx, host, pw)
 		}
 	case "sudo-none":

@@ -106,42 +106,45 @@ func daemonFlag(s *string) (target.Daemon, error) {
 	return 0, fmt.Errorf("invalid -daemon=%s: use user or sudo", str(s))
 }
 
-// sudoPrompt reads the sudo password with hidden input from the terminal;
-// nil when standard input is not a terminal.
-func sudoPrompt(r deploy.Reporter) func(ctx context.Context) (string, error) {
-	fd := int(os.Stdin.Fd())
-	if !term.IsTerminal(fd) {
-		return nil
-	}
-	return func(ctx context.Context) (string, error) {
-		resume := r.Pause()
-		defer resume()
-		fmt.Fprint(os.Stderr, "\nsudo password for the targets (asked once, kept in memory for this run): ")
-		pw, err := term.ReadPassword(fd)
-		fmt.Fprintln(os.Stderr)
-		if err != nil {
-			return "", err
-		}
-		return string(pw), nil
-	}
-}
+const sudoPromptText = "\nsudo password for the targets (asked once, kept in memory for this run): "
 
-// askSudoNow implements -asksudo: from the terminal with hidden input, or
-// the first line of standard input when it is not a terminal.
-func askSudoNow(s *deploy.Sudo, r deploy.Reporter) error {
-	if p := sudoPrompt(r); p != nil {
-		pw, err := p(context.Background())
-		if err != nil {
-			return err
+// readSecret reads a line with hidden input from the terminal (pausing the
+// progress display, when there is one), or the first line of standard
+// input when it is not a terminal.
+func readSecret(prompt string, pause func() func()) (string, error) {
+	fd := int(os.Stdin.Fd())
+	if term.IsTerminal(fd) {
+		if pause != nil {
+			defer pause()()
 		}
-		s.Set(pw)
-		return nil
+		fmt.Fprint(os.Stderr, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		return string(b), err
 	}
 	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	if err != nil && line == "" {
-		return errors.New("-asksudo: no terminal and nothing on standard input to read the sudo password from")
+		return "", errors.New("no terminal and nothing on standard input to read the password from")
 	}
-	s.Set(strings.TrimRight(line, "\r\n"))
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// sudoPrompt asks for the sudo password when a target turns out to need
+// it; nil when standard input is not a terminal (then -asksudo is the way).
+func sudoPrompt(r deploy.Reporter) func(ctx context.Context) (string, error) {
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil
+	}
+	return func(ctx context.Context) (string, error) { return readSecret(sudoPromptText, r.Pause) }
+}
+
+// askSudoNow implements -asksudo: the password before anything starts.
+func askSudoNow(s *deploy.Sudo, r deploy.Reporter) error {
+	pw, err := readSecret(sudoPromptText, r.Pause)
+	if err != nil {
+		return fmt.Errorf("-asksudo: %w", err)
+	}
+	s.Set(pw)
 	return nil
 }
 

@@ -13,7 +13,16 @@ import (
 	"github.com/monibahmed/nixos-config/internal/run"
 	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/target"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 )
+
+// health runs the target's health checks on the verification connection.
+func (j *job) health(ctx context.Context) *Failure {
+	if err := j.d.healthChecks(ctx, j.live(), j.t, j.facts.Systemd); err != nil {
+		return &Failure{Section: trouble.Health, Cause: err.Error()}
+	}
+	return nil
+}
 
 // healthChecks runs after an activation: the system must not be degraded
 // (where there is systemd), and the target's own checks from its deployment

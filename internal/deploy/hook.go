@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/target"
 )
 
 // HookPath is the notification hook, relative to the repository: when it
@@ -46,7 +47,8 @@ func (d *Deployer) runHook(ctx context.Context, r Result, src Source) {
 	defer cancel()
 	var out strings.Builder
 	err = d.Runner.Run(hctx, run.Cmd{Name: d.Hook, Dir: d.Root, Env: env, Stdout: &out, Stderr: &out})
-	for _, line := range lastLines(out.String(), 5) {
+	for _, line := range target.LastLines(out.String(), 5) {
+		line = target.Clean(line, 300)
 		d.Report.Note(r.Target, "hook: "+line)
 	}
 	if err != nil {

@@ -70,11 +70,3 @@ func (j *job) cutOff(ctx context.Context, err error) *Failure {
 	}
 	return &Failure{Section: trouble.Rollbacks, Cause: "SSH failed right after the switch (" + cause + ") and the target did not roll back", Remedy: "check the target"}
 }
-
-// health runs the target's health checks on the verification connection.
-func (j *job) health(ctx context.Context) *Failure {
-	if err := j.d.healthChecks(ctx, j.live(), j.t, j.facts.Systemd); err != nil {
-		return &Failure{Section: trouble.Health, Cause: err.Error()}
-	}
-	return nil
-}

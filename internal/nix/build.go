@@ -3,13 +3,11 @@ package nix
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 
 	"sort"
 	"strings"
-
-	"github.com/monibahmed/nixos-config/internal/run"
 )
 
 // Toplevel is the installable of a configuration's system.
@@ -46,21 +44,15 @@ func (n Nix) Build(ctx context.Context, f Flake, attrs []string, parser *LogPars
 	return paths, nil
 }
 
-// stream runs nix with stderr going to the parser (when given).
+// stream runs the nix command with the experimental features it needs
+// (users need not edit nix.conf) and stderr going to the parser (when given).
 func (n Nix) stream(ctx context.Context, args []string, parser *LogParser, env []string) (string, error) {
 	args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
-	c := run.Cmd{Name: n.bin(), Args: args, Env: append(append([]string(nil), n.Env...), env...)}
+	var stderr io.Writer
 	if parser != nil {
-		c.Stderr = parser
+		stderr = parser
 	}
-	out, err := run.Output(ctx, n.Runner, c)
-	if err != nil {
-		var ee *run.ExitError
-		if !errors.As(err, &ee) && strings.Contains(err.Error(), "executable file not found") {
-			return "", ErrNotInstalled
-		}
-	}
-	return out, err
+	return n.run(ctx, n.bin(), args, stderr, env)
 }
 
 // PathInfo is one store path's metadata.
@@ -95,32 +87,6 @@ func parsePathInfo(out string) ([]PathInfo, error) {
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
 	return list, nil
-}
-
-// ClosureSizes returns the closure size of each path.
-func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64, error) {
-	out, err := n.stream(ctx, append([]string{"path-info", "--json", "-S"}, paths...), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	infos, err := parsePathInfo(out)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]int64{}
-	for _, i := range infos {
-		m[i.Path] = i.ClosureSize
-	}
-	return m, nil
-}
-
-// Closure lists every path in the closure of path with its size.
-func (n Nix) Closure(ctx context.Context, path string) ([]PathInfo, error) {
-	out, err := n.stream(ctx, []string{"path-info", "--json", "-r", path}, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return parsePathInfo(out)
 }
 
 // Closures returns the closure (path -> NAR size) of each of paths, from

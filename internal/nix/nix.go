@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -166,19 +168,23 @@ func (n Nix) Version(ctx context.Context) (Version, error) {
 
 func (n Nix) output(ctx context.Context, name string, args ...string) (string, error) {
 	if name == "nix" {
-		name = n.bin()
-	}
-	if name == n.bin() && !(len(args) == 1 && args[0] == "--version") {
-		// Flakes and the nix command are still experimental features; users
-		// should not have to edit nix.conf to use the toolkit.
-		args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
-	}
-	out, err := run.Output(ctx, n.Runner, run.Cmd{Name: name, Args: args, Env: n.Env})
-	if err != nil {
-		var ee *run.ExitError
-		if !errors.As(err, &ee) && strings.Contains(err.Error(), "executable file not found") {
-			return "", ErrNotInstalled
+		if len(args) == 1 && args[0] == "--version" {
+			return n.run(ctx, n.bin(), args, nil, nil)
 		}
+		return n.stream(ctx, args, nil, nil)
+	}
+	return n.run(ctx, name, args, nil, nil)
+}
+
+// run runs one Nix command (nix, nix-instantiate, ...) through the runner.
+func (n Nix) run(ctx context.Context, name string, args []string, stderr io.Writer, env []string) (string, error) {
+	c := run.Cmd{Name: name, Args: args, Env: append(append([]string(nil), n.Env...), env...)}
+	if stderr != nil {
+		c.Stderr = stderr
+	}
+	out, err := run.Output(ctx, n.Runner, c)
+	if errors.Is(err, exec.ErrNotFound) {
+		return "", ErrNotInstalled
 	}
 	return out, err
 }

@@ -61,15 +61,21 @@ func (e *ExitError) Error() string {
 	if msg == "" {
 		msg = strings.TrimSpace(e.Stdout)
 	}
-	return fmt.Sprintf("remote command exited with status %d: %s", e.Code, lastLines(msg, 3))
+	return fmt.Sprintf("remote command exited with status %d: %s", e.Code, strings.Join(LastLines(msg, 3), " | "))
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
+// LastLines returns the last n non-empty lines of s.
+func LastLines(s string, n int) []string {
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	return strings.Join(lines, " | ")
+	return lines
 }
 
 // Proc is a started command with raw streams (for protocols such as the

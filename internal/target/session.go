@@ -148,18 +148,7 @@ func commandError(what string, err error, out sshx.Output) *Error {
 }
 
 // LastLines returns the last n non-empty lines of s.
-func LastLines(s string, n int) []string {
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		if strings.TrimSpace(l) != "" {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines
-}
+func LastLines(s string, n int) []string { return sshx.LastLines(s, n) }
 
 // Clean makes text from a target safe to show: control characters and
 // escape sequences are made visible, and it is cut to at most max runes.
