@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,4 +247,97 @@ func TestSystemdHost(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.Root, "etc", "os-release")); err != nil {
 		t.Errorf("the shared root went with the lab: %v", err)
 	}
+}
+
+// TestDoubleOnSystemdHost: the double's switch-to-configuration on a
+// systemd host controls sshd.service with systemctl, records the unit it
+// ran in, forgets failed units and simulates one that fails after the
+// switch.
+func TestDoubleOnSystemdHost(t *testing.T) {
+	requireSystemdPrereqs(t)
+	ctx := context.Background()
+	l, err := Start(ctx, Config{Name: "lsx", StateDir: filepath.Join(t.TempDir(), "state"), Subnet: "10.77.12.0/24",
+		Targets: []string{"sx"}, Systemd: []string{"sx"}}, run.Exec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Down(context.Background()) })
+	h, _ := l.Host("sx")
+	repo := testutil.CopyRepo(t)
+	addTarget(t, repo, "port1", "  lab.simulate.sshd = { port = 2222; };")
+	addTarget(t, repo, "unit2", "  lab.simulate.failingUnit = \"indexer\";")
+	addTarget(t, repo, "cut3", "  lab.simulate.sshd = \"stop\";")
+	good := buildDouble(t, repo, "media-center")
+	port := buildDouble(t, repo, "port1")
+	failing := buildDouble(t, repo, "unit2")
+	cutting := buildDouble(t, repo, "cut3")
+	for _, p := range []string{good, port, failing, cutting} {
+		if out, err := nixCopy(l, h, p); err != nil {
+			t.Fatalf("copy: %v %s", err, out)
+		}
+	}
+	// In a transient unit, as the deploy runs it: the log names the unit.
+	inUnit := func(p, unit string) string {
+		t.Helper()
+		return mustSSH(t, l, "sx", "sudo systemd-run --collect --no-ask-password --pipe --quiet --service-type=exec --unit="+unit+" "+p+"/bin/switch-to-configuration switch 2>&1")
+	}
+	inUnit(good, "lab-switch-1")
+	if o := mustSSH(t, l, "sx", "tail -1 /var/lib/nixos-double/activations.log"); !strings.HasSuffix(strings.TrimSpace(o), " switch "+good+" 0 lab-switch-1.service") {
+		t.Errorf("activation log: %q", o)
+	}
+
+	// Another port: sshd.service restarts with a drop-in; the good system
+	// brings port 22 back.
+	if o := inUnit(port, "lab-switch-2"); !strings.Contains(o, "restarting the following units: sshd.service") {
+		t.Errorf("port switch: %q", o)
+	}
+	if err := dialPort(h.Address, "2222"); err != nil {
+		t.Errorf("sshd on 2222: %v", err)
+	}
+	if err := dial(h.Address); err == nil {
+		t.Error("sshd still on 22")
+	}
+	if o, err := l.Exec(ctx, "sx", good+"/bin/switch-to-configuration", "switch"); err != nil || !strings.Contains(o, "restarting the following units: sshd.service") {
+		t.Fatalf("back to port 22: %v %q", err, o)
+	}
+	if err := dial(h.Address); err != nil {
+		t.Fatalf("sshd not back on 22: %v", err)
+	}
+
+	// A unit that fails after the switch: success, then a degraded system;
+	// the next switch forgets it.
+	if o := inUnit(failing, "lab-switch-3"); !strings.Contains(o, "starting the following units: indexer.service") {
+		t.Errorf("failing-unit switch: %q", o)
+	}
+	if o := mustSSH(t, l, "sx", "systemctl is-system-running; systemctl --failed --no-legend --plain"); !strings.HasPrefix(o, "degraded\n") || !strings.Contains(o, "indexer.service") {
+		t.Errorf("after the failing unit: %q", o)
+	}
+	inUnit(good, "lab-switch-4")
+	if o := strings.TrimSpace(mustSSH(t, l, "sx", "systemctl is-system-running")); o != "running" {
+		t.Errorf("after switching back: %q", o)
+	}
+
+	// A configuration that stops sshd: sshd.service is stopped; switching
+	// back from the console starts it.
+	out, _ := ssh(t, l, "sx", "sudo systemd-run --collect --pipe --quiet --service-type=exec "+cutting+"/bin/switch-to-configuration switch 2>&1")
+	if !strings.Contains(out, "stopping the following units: sshd.service") {
+		t.Errorf("cutting switch: %q", out)
+	}
+	if o, _ := l.Exec(ctx, "sx", "systemctl", "is-active", "sshd.service"); strings.TrimSpace(o) != "inactive" {
+		t.Errorf("sshd.service after the cutting switch: %q", o)
+	}
+	if o, err := l.Exec(ctx, "sx", good+"/bin/switch-to-configuration", "switch"); err != nil || !strings.Contains(o, "starting the following units: sshd.service") {
+		t.Fatalf("switch back: %v %q", err, o)
+	}
+	if err := dial(h.Address); err != nil {
+		t.Fatalf("sshd not back: %v", err)
+	}
+}
+
+func dialPort(addr, port string) error {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, port), 1500*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }

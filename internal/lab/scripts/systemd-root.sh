@@ -9,16 +9,19 @@ units=$root/etc/systemd/system
 
 # sshd and the Nix daemon under the unit names NixOS uses. sshd reads the
 # lab's configuration (its address) and logs where the lab looks.
+# Started means listening where Debian's sshd tells systemd so (Type=notify).
+type=$(sed -n 's/^Type=//p' "$root/usr/lib/systemd/system/ssh.service" | tail -n 1)
 rm -f "$units/sshd.service" "$units/multi-user.target.wants/ssh.service" \
 	"$units/sockets.target.wants/ssh.socket"
-cat >"$units/sshd.service" <<'EOF'
+cat >"$units/sshd.service" <<EOF
 [Unit]
 Description=SSH Daemon (lab host)
 After=network.target
 
 [Service]
+Type=${type:-simple}
 ExecStart=/usr/sbin/sshd -D -f /var/lib/lab/sshd_config -E /var/lib/lab/sshd.log
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload=/bin/kill -HUP \$MAINPID
 KillMode=process
 Restart=always
 RuntimeDirectory=sshd
