@@ -178,6 +178,9 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec, root string) (Host,
 			return h, err
 		}
 	}
+	// A host recreated at the same address has a new MAC address: forget
+	// the old one, or this machine sends to it until its ARP entry expires.
+	_ = l.cmd(ctx, "ip", "neigh", "flush", "to", h.Address, "dev", l.state.Bridge)
 	if h.isSystemd() {
 		err := l.startSystemdHost(ctx, &h, root)
 		return h, err
