@@ -145,10 +145,14 @@ func systemdHosts(v string, targets []string) ([]string, error) {
 }
 
 // Root builds the Debian root file system that systemd lab hosts boot from
-// (mmdebstrap: about 20 s and 300 MB, from the Debian mirror) unless it is
-// already in the cache (~/.cache/nixos-config/lab), and prints its path. lab:up
-// does this itself; run it ahead on machines whose tests run without network.
-func (Lab) Root(ctx context.Context) error {
+// (mmdebstrap: about 30 s and 300 MB, from the Debian mirror) unless it is
+// already in the cache ($XDG_CACHE_HOME or ~/.cache, under nixos-config/lab),
+// and prints its path. lab:up does this itself; run it ahead on machines whose
+// tests run without network. -suite builds another Debian release's root (the
+// default is this machine's).
+func (Lab) Root(ctx context.Context,
+	suite *string, // Debian release of the root, e.g. trixie (default: this machine's)
+) error {
 	e, err := newEnv(ctx)
 	if err != nil {
 		return err
@@ -157,7 +161,11 @@ func (Lab) Root(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	root, err := lab.EnsureSystemdRoot(ctx, e.runner, cache, lab.DebianSuite(), func(msg string) { e.out.Linef("lab: %s", msg) })
+	s := lab.DebianSuite()
+	if suite != nil {
+		s = *suite
+	}
+	root, err := lab.EnsureSystemdRoot(ctx, e.runner, cache, s, func(msg string) { e.out.Linef("lab: %s", msg) })
 	if err != nil {
 		return err
 	}

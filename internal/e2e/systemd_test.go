@@ -57,7 +57,7 @@ func systemdLab(t *testing.T) *lab.Lab {
 		start := time.Now()
 		systemdLabInst, systemdLabErr = lab.Start(ctx, lab.Config{Name: "e2s", StateDir: filepath.Join(systemdLabDir, "state"), Subnet: "10.77.51.0/24",
 			Targets: []string{systemdTarget}, Systemd: []string{systemdTarget}}, run.Exec{})
-		fmt.Printf("systemd lab up in %v\n", time.Since(start).Round(10*time.Millisecond))
+		t.Logf("systemd lab up in %v", time.Since(start).Round(10*time.Millisecond))
 	})
 	if systemdLabErr != nil {
 		t.Fatalf("the systemd lab did not start: %v", systemdLabErr)

@@ -35,6 +35,22 @@ func TestDebianSuite(t *testing.T) {
 	}
 }
 
+func TestDebianMirror(t *testing.T) {
+	for _, c := range []struct {
+		sources []string
+		want    string
+	}{
+		{[]string{"Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"}, "http://deb.debian.org/debian"},
+		{[]string{"deb [signed-by=/k.gpg] http://mirror.example/debian/ trixie main\n"}, "http://mirror.example/debian"},
+		{[]string{"deb http://security.debian.org/debian-security bookworm-security main\n", "URIs: https://m.example/debian\n"}, "https://m.example/debian"},
+		{[]string{"deb https://packages.cloud.google.com/apt cloud-sdk main\n"}, ""},
+	} {
+		if got := debianMirror(c.sources); got != c.want {
+			t.Errorf("debianMirror(%q) = %q, want %q", c.sources, got, c.want)
+		}
+	}
+}
+
 func TestSystemdHostsMustBeTargets(t *testing.T) {
 	_, err := New(Config{StateDir: t.TempDir(), Targets: []string{"a"}, Systemd: []string{"b"}}, run.Exec{})
 	if err == nil || !strings.Contains(err.Error(), `systemd host "b" is not one of the targets`) {

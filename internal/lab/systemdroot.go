@@ -21,9 +21,54 @@ import (
 //go:embed scripts/systemd-root.sh
 var systemdRootScript string
 
-// DebianMirror is where the base root of systemd hosts comes from (the
-// Debian package registry; nothing else is fetched).
-const DebianMirror = "http://deb.debian.org/debian"
+// DefaultDebianMirror is where the base root of systemd hosts comes from
+// when this machine's apt uses no Debian mirror of its own.
+const DefaultDebianMirror = "http://deb.debian.org/debian"
+
+// DebianMirror is the Debian mirror this machine's apt uses (the first
+// ".../debian" URI of its sources), or DefaultDebianMirror.
+func DebianMirror() string {
+	var texts []string
+	texts = append(texts, readFileString("/etc/apt/sources.list"))
+	if files, _ := filepath.Glob("/etc/apt/sources.list.d/*"); len(files) > 0 {
+		for _, f := range files {
+			texts = append(texts, readFileString(f))
+		}
+	}
+	if m := debianMirror(texts); m != "" {
+		return m
+	}
+	return DefaultDebianMirror
+}
+
+// debianMirror finds a Debian archive URI in apt sources (one-line or
+// deb822 format).
+func debianMirror(sources []string) string {
+	for _, text := range sources {
+		for _, line := range strings.Split(text, "\n") {
+			f := strings.Fields(line)
+			var uris []string
+			switch {
+			case len(f) >= 2 && f[0] == "URIs:":
+				uris = f[1:]
+			case len(f) >= 3 && f[0] == "deb":
+				for _, x := range f[1:] {
+					if !strings.HasPrefix(x, "[") && !strings.HasSuffix(x, "]") && strings.Contains(x, "://") {
+						uris = append(uris, x)
+						break
+					}
+				}
+			}
+			for _, u := range uris {
+				u = strings.TrimRight(u, "/")
+				if (strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) && strings.HasSuffix(u, "/debian") {
+					return u
+				}
+			}
+		}
+	}
+	return ""
+}
 
 // systemdRootPackages are installed into the base root of systemd hosts
 // (on top of Debian's minbase): systemd as PID 1 with D-Bus, sshd, sudo,
@@ -92,11 +137,12 @@ func readFileString(path string) string {
 	return string(data)
 }
 
-// rootKey names a base root by everything that goes into it, so that a
-// changed package list or set-up script never reuses an old root.
+// rootKey names a base root by what goes into it (not by the mirror it came
+// from), so that a changed package list or set-up script never reuses an
+// old root.
 func rootKey(suite string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "v1\n%s\n%s\n%s\n%s", suite, DebianMirror, strings.Join(systemdRootPackages, ","), systemdRootScript)
+	fmt.Fprintf(h, "v1\n%s\n%s\n%s", suite, strings.Join(systemdRootPackages, ","), systemdRootScript)
 	return "debian-" + suite + "-" + hex.EncodeToString(h.Sum(nil))[:12]
 }
 
@@ -142,6 +188,9 @@ func SystemdPrerequisites(rootReady bool) []string {
 // other test processes) wait for one build. notice, when not nil, is told
 // before a build starts.
 func EnsureSystemdRoot(ctx context.Context, r run.Runner, cache, suite string, notice func(string)) (string, error) {
+	if !validSuite(suite) {
+		return "", fmt.Errorf("invalid Debian release %q: a name such as bookworm, trixie or sid", suite)
+	}
 	root := RootDir(cache, suite)
 	if SystemdRootReady(cache, suite) {
 		return root, nil
@@ -161,8 +210,9 @@ func EnsureSystemdRoot(ctx context.Context, r run.Runner, cache, suite string, n
 	if SystemdRootReady(cache, suite) {
 		return root, nil // built by another process meanwhile
 	}
+	mirror := DebianMirror()
 	if notice != nil {
-		notice(fmt.Sprintf("building the Debian %s root of systemd lab hosts in %s (once: about 20 s and 300 MB from %s)", suite, dir, DebianMirror))
+		notice(fmt.Sprintf("building the Debian %s root of systemd lab hosts in %s (once: about 30 s and 300 MB from %s)", suite, dir, mirror))
 	}
 	tmp := root + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -185,14 +235,14 @@ func EnsureSystemdRoot(ctx context.Context, r run.Runner, cache, suite string, n
 		// A frozen mirror snapshot has an "expired" Release file.
 		`--aptopt=Acquire::Check-Valid-Until "false"`,
 		"--customize-hook=/bin/sh " + run.Quote(hook) + ` "$1"`,
-		suite, tmp, DebianMirror,
+		suite, tmp, mirror,
 	}
 	bctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	if err := r.Run(bctx, run.Cmd{Name: "mmdebstrap", Args: args, Stdout: logf, Stderr: logf}); err != nil {
 		_ = os.RemoveAll(tmp)
 		return "", fmt.Errorf("building the root of systemd lab hosts failed (mmdebstrap needs the Debian mirror %s; build it once while the mirror is reachable: `mage lab:root`): %s (log: %s)",
-			DebianMirror, tailFile(logPath, 3), logPath)
+			mirror, tailFile(logPath, 3), logPath)
 	}
 	if err := os.Rename(tmp, root); err != nil {
 		return "", err
