@@ -79,6 +79,9 @@ type Config struct {
 	// RootCache holds the read-only Debian root the systemd hosts share
 	// (built with mmdebstrap when missing). Default DefaultRootCache().
 	RootCache string
+	// Suite is the Debian release of that root. Default DebianSuite(), this
+	// machine's own, so that the hosts run the same Nix.
+	Suite string
 	// Notice, when set, is told about slow steps before they start (e.g.
 	// building the systemd hosts' root).
 	Notice func(string) `json:"-"`
@@ -213,6 +216,9 @@ func NewWith(cfg Config, r run.Runner, s Spawner) (*Lab, error) {
 			return nil, err
 		}
 		cfg.RootCache = c
+	}
+	if len(cfg.Systemd) > 0 && cfg.Suite == "" {
+		cfg.Suite = DebianSuite()
 	}
 	return &Lab{cfg: cfg, runner: r, spawn: s}, nil
 }
@@ -401,11 +407,10 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	root := ""
 	if len(l.cfg.Systemd) > 0 {
-		suite := DebianSuite()
-		if m := SystemdPrerequisites(SystemdRootReady(l.cfg.RootCache, suite)); len(m) > 0 {
+		if m := SystemdPrerequisites(SystemdRootReady(l.cfg.RootCache, l.cfg.Suite)); len(m) > 0 {
 			return &ErrSystemdPrerequisites{Missing: m}
 		}
-		if root, err = EnsureSystemdRoot(ctx, l.runner, l.cfg.RootCache, suite, l.cfg.Notice); err != nil {
+		if root, err = EnsureSystemdRoot(ctx, l.runner, l.cfg.RootCache, l.cfg.Suite, l.cfg.Notice); err != nil {
 			return err
 		}
 	}
@@ -741,8 +746,12 @@ func Open(stateDir string, ex run.Exec) (*Lab, error) {
 	}
 	cfg := Config{Name: s.Name, StateDir: stateDir, Subnet: s.Subnet, User: s.User, Targets: targets, Extras: extras, Systemd: systemd}
 	if root != "" {
-		// <cache>/<key>/root: keep using the cache the lab was built from.
+		// <cache>/debian-<suite>-<hash>/root: keep using the cache and the
+		// release the lab was built from.
 		cfg.RootCache = filepath.Dir(filepath.Dir(root))
+		if f := strings.Split(filepath.Base(filepath.Dir(root)), "-"); len(f) == 3 && f[0] == "debian" && validSuite(f[1]) {
+			cfg.Suite = f[1]
+		}
 	}
 	l, err := New(cfg, ex)
 	if err != nil {

@@ -227,7 +227,7 @@ func TestSystemdHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := l2.Config(); len(c.Systemd) != 1 || c.Systemd[0] != "sd" || c.RootCache == "" {
+	if c := l2.Config(); len(c.Systemd) != 1 || c.Systemd[0] != "sd" || c.RootCache == "" || c.Suite != DebianSuite() {
 		t.Errorf("opened config: %+v", c)
 	}
 	if err := l2.Up(ctx); err != nil {
