@@ -77,10 +77,15 @@ func stopSystemdLab() {
 }
 
 // newSystemdFixture is a fixture on the systemd lab, its target reset to
-// "never deployed", sshd running, no failed units.
+// "never deployed": no watchdog an earlier test left armed, sshd running,
+// no failed units.
 func newSystemdFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := newFixtureOn(t, systemdLab(t), []string{systemdTarget})
+	l := systemdLab(t)
+	if _, err := l.Exec(context.Background(), systemdTarget, "systemctl", "stop", "nixos-config-watchdog-*"); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixtureOn(t, l, []string{systemdTarget})
 	f.exec(systemdTarget, "systemctl reset-failed; rm -rf /run/systemd/system/sshd.service.d; systemctl daemon-reload; systemctl start sshd.service; systemctl is-system-running")
 	return f
 }
@@ -315,5 +320,46 @@ func TestMageLabUpSystemd(t *testing.T) {
 	}
 	if r := mage(t, dir, "lab:down"); r.Code != 0 {
 		t.Fatalf("lab:down: %s", r.Combined())
+	}
+}
+
+// With a sudo password (sent on standard input, never on a command line),
+// systemd-run's --pipe still carries the switch's output and status, and the
+// watchdog still starts as a unit.
+func TestSystemdDeployWithSudoPassword(t *testing.T) {
+	f := newSystemdFixture(t)
+	ctx := context.Background()
+	const pw = "Pw-systemd-host-51c2"
+	if err := f.lab.RequireSudoPassword(ctx, systemdTarget, pw); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.PasswordlessSudo(ctx, systemdTarget) })
+	succeeds(t, f.mageStdin(pw+"\n", "deploy", systemdTarget, "-", "-lab", "-asksudo"))
+	good := f.current(systemdTarget)
+	f.setConfig(systemdTarget, `lab.simulate.activation = { exitCode = 4; message = "warning: the following units failed: broken.service"; };`)
+	f.commit("broken activation")
+	r := f.mageStdin(pw+"\n", "deploy", systemdTarget, "-", "-lab", "-asksudo")
+	failsWith(t, r, "switch-to-configuration switch exited with status 4; rolled back to generation 1")
+	if !strings.Contains(r.Combined(), "the following units failed: broken.service") {
+		t.Errorf("the unit's output did not reach the deployer:\n%s", r.Combined())
+	}
+	if f.current(systemdTarget) != good {
+		t.Fatalf("not rolled back: %s", f.current(systemdTarget))
+	}
+	acts := f.activations(systemdTarget)
+	if len(acts) != 3 {
+		t.Fatalf("activations: %+v", acts)
+	}
+	for _, a := range acts {
+		if !switchUnitRE.MatchString(a.unit) {
+			t.Errorf("not in a transient unit: %+v", a)
+		}
+	}
+	ids := f.deployIDs(systemdTarget)
+	if len(ids) != 2 {
+		t.Fatalf("deployments: %v", ids)
+	}
+	if j := f.journal(systemdTarget, "nixos-config-watchdog-"+ids[1]+".service"); !strings.Contains(j, "Started") {
+		t.Errorf("the watchdog did not run as a unit: %q", j)
 	}
 }
