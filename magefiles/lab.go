@@ -174,7 +174,8 @@ func (Lab) Root(ctx context.Context,
 }
 
 // Down removes everything the lab created: namespaces, interfaces, processes
-// and state files. Harmless when no lab is up.
+// (systemd hosts' containers and their cgroups too) and state files. Harmless
+// when no lab is up. The cached root of systemd hosts stays.
 func (Lab) Down(ctx context.Context) error {
 	e, l, err := openLab(ctx)
 	if e != nil && l == nil {
@@ -193,8 +194,9 @@ func (Lab) Down(ctx context.Context) error {
 	return nil
 }
 
-// Status shows every lab host: address, role, whether sshd and nix-daemon
-// are up, and its current system generation.
+// Status shows every lab host: address, role (with `systemctl
+// is-system-running` for systemd hosts), whether sshd and nix-daemon are up,
+// and its current system generation.
 func (Lab) Status(ctx context.Context) error {
 	e, l, err := openLab(ctx)
 	if err != nil {
