@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,7 +21,8 @@ import (
 
 // Lab manages simulated NixOS targets on this machine (needs root): network,
 // mount, UTS and PID namespaces with their own /nix store, nix-daemon and
-// OpenSSH sshd, on the bridge subnet 10.77.0.0/24. State lives in .lab/.
+// OpenSSH sshd, on the bridge subnet 10.77.0.0/24; with -systemd some boot
+// systemd as PID 1 (systemd-nspawn). State lives in .lab/.
 type Lab mg.Namespace
 
 func labDir(e *env) string { return filepath.Join(e.root, ".lab") }
@@ -42,11 +44,16 @@ func openLab(ctx context.Context) (*env, *lab.Lab, error) {
 // dev-workstation, media-center, then node-4, ...), plus two hosts that are not
 // in the inventory ("stranger" with sshd, "silent" without). Writes
 // .lab/inventory.json, .lab/known_hosts and the client key .lab/id_ed25519,
-// which deploy tasks use with -lab.
+// which deploy tasks use with -lab. -systemd=N (the first N targets) or
+// -systemd=name,... makes targets boot systemd as PID 1 (systemd-nspawn, a
+// Debian root built once with mmdebstrap), as real NixOS machines do:
+// deployments then activate in transient systemd units and check
+// `systemctl is-system-running`. -systemd= (empty) turns it off again.
 func (Lab) Up(ctx context.Context,
 	n *int, // number of targets (default 3)
 	subnet *string, // lab subnet (default 10.77.0.0/24)
 	name *string, // prefix of the lab's namespaces and interfaces (default ncl), to run two labs side by side
+	systemd *string, // targets that boot systemd: a number N (the first N) or names, e.g. -systemd=1 or -systemd=lab-server
 ) error {
 	e, err := newEnv(ctx)
 	if err != nil {
@@ -63,26 +70,43 @@ func (Lab) Up(ctx context.Context,
 	if err != nil {
 		return err
 	}
-	cfg := lab.Config{StateDir: labDir(e), Targets: lab.DefaultTargets(inv.Names(), count), Extras: true}
+	cfg := lab.Config{StateDir: labDir(e), Targets: lab.DefaultTargets(inv.Names(), count), Extras: true,
+		Notice: func(msg string) { e.out.Linef("lab: %s", msg) }}
 	if subnet != nil {
 		cfg.Subnet = *subnet
 	}
 	if name != nil {
 		cfg.Name = *name
 	}
+	if systemd != nil {
+		if cfg.Systemd, err = systemdHosts(*systemd, cfg.Targets); err != nil {
+			return err
+		}
+	}
 	if prev, err := lab.Open(labDir(e), run.Exec{}); err == nil {
-		// Keep the running lab's name and subnet.
+		// Keep the running lab's name and subnet (and systemd hosts unless -systemd says).
 		c := prev.Config()
 		if (subnet != nil && *subnet != c.Subnet) || (name != nil && *name != c.Name) {
 			return fmt.Errorf("the lab %s is up on %s: run mage lab:down before changing its name or subnet", c.Name, c.Subnet)
 		}
 		cfg.Name, cfg.Subnet = c.Name, c.Subnet
+		if systemd == nil {
+			for _, h := range c.Systemd {
+				if slices.Contains(cfg.Targets, h) {
+					cfg.Systemd = append(cfg.Systemd, h)
+				}
+			}
+		}
 	}
 	l, err := lab.New(cfg, run.Exec{})
 	if err != nil {
 		return err
 	}
-	e.out.Linef("lab: starting %d targets and 2 extra hosts", count)
+	if len(cfg.Systemd) > 0 {
+		e.out.Linef("lab: starting %d targets (%d with systemd: %s) and 2 extra hosts", count, len(cfg.Systemd), strings.Join(cfg.Systemd, ", "))
+	} else {
+		e.out.Linef("lab: starting %d targets and 2 extra hosts", count)
+	}
 	if err := l.Up(ctx); err != nil {
 		return err
 	}
@@ -93,8 +117,63 @@ func (Lab) Up(ctx context.Context,
 	return nil
 }
 
+// systemdHosts reads -systemd: a count (the first N targets) or target names.
+func systemdHosts(v string, targets []string) ([]string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 0 || n > len(targets) {
+			return nil, fmt.Errorf("-systemd=%d: the lab has %d targets (-n)", n, len(targets))
+		}
+		return append([]string(nil), targets[:n]...), nil
+	}
+	var out []string
+	for _, name := range strings.Split(v, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(targets, name) {
+			return nil, fmt.Errorf("-systemd: %q is not a lab target (targets: %s)", name, strings.Join(targets, ", "))
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// Root builds the Debian root file system that systemd lab hosts boot from
+// (mmdebstrap: about 30 s and 300 MB, from the Debian mirror) unless it is
+// already in the cache ($XDG_CACHE_HOME or ~/.cache, under nixos-config/lab),
+// and prints its path. lab:up does this itself; run it ahead on machines whose
+// tests run without network. -suite builds another Debian release's root (the
+// default is this machine's).
+func (Lab) Root(ctx context.Context,
+	suite *string, // Debian release of the root, e.g. trixie (default: this machine's)
+) error {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return err
+	}
+	cache, err := lab.DefaultRootCache()
+	if err != nil {
+		return err
+	}
+	s := lab.DebianSuite()
+	if suite != nil {
+		s = *suite
+	}
+	root, err := lab.EnsureSystemdRoot(ctx, e.runner, cache, s, func(msg string) { e.out.Linef("lab: %s", msg) })
+	if err != nil {
+		return err
+	}
+	e.out.Linef("lab: the root of systemd hosts is %s", root)
+	return nil
+}
+
 // Down removes everything the lab created: namespaces, interfaces, processes
-// and state files. Harmless when no lab is up.
+// (systemd hosts' containers and their cgroups too) and state files. Harmless
+// when no lab is up. The cached root of systemd hosts stays.
 func (Lab) Down(ctx context.Context) error {
 	e, l, err := openLab(ctx)
 	if e != nil && l == nil {
@@ -113,8 +192,9 @@ func (Lab) Down(ctx context.Context) error {
 	return nil
 }
 
-// Status shows every lab host: address, role, whether sshd and nix-daemon
-// are up, and its current system generation.
+// Status shows every lab host: address, role (with `systemctl
+// is-system-running` for systemd hosts), whether sshd and nix-daemon are up,
+// and its current system generation.
 func (Lab) Status(ctx context.Context) error {
 	e, l, err := openLab(ctx)
 	if err != nil {
@@ -145,6 +225,9 @@ func printLabStatus(ctx context.Context, e *env, l *lab.Lab) error {
 			role = "target"
 		} else {
 			role += " (not in inventory)"
+		}
+		if s.Kind == lab.KindSystemd {
+			role += ", systemd " + s.SystemState
 		}
 		init := yes(s.Running)
 		rows = append(rows, []string{s.Name, s.Address, role, init, yes(s.SSHD), yes(s.NixDaemon), gen})

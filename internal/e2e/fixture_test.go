@@ -32,13 +32,21 @@ func newFixture(t *testing.T) *fixture {
 	if deployLab == nil {
 		t.Fatal("the deploy lab did not start (see TestMain output)")
 	}
-	f := &fixture{t: t, lab: deployLab, repo: testutil.CopyRepo(t)}
-	if err := os.Symlink(deployLab.Config().StateDir, filepath.Join(f.repo, ".lab")); err != nil {
+	return newFixtureOn(t, deployLab, fleetNames)
+}
+
+// resetScript returns a lab target to "never deployed".
+const resetScript = "rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info"
+
+func newFixtureOn(t *testing.T, l *lab.Lab, hosts []string) *fixture {
+	t.Helper()
+	f := &fixture{t: t, lab: l, repo: testutil.CopyRepo(t)}
+	if err := os.Symlink(l.Config().StateDir, filepath.Join(f.repo, ".lab")); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, h := range fleetNames {
-		if _, err := f.lab.Exec(ctx, h, "sh", "-c", "rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info"); err != nil {
+	for _, h := range hosts {
+		if _, err := f.lab.Exec(ctx, h, "sh", "-c", resetScript); err != nil {
 			t.Fatal(err)
 		}
 	}

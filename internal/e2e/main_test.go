@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 			}()
 			deployLab = l
 		}
+		defer stopSystemdLab()
 		return m.Run()
 	}())
 }

@@ -123,15 +123,23 @@ PrintMotd no
 `
 }
 
-// createHost builds one host. On error the returned Host names what exists
-// so far, for the caller's rollback.
-func (l *Lab) createHost(ctx context.Context, spec hostSpec) (Host, error) {
+// createHost builds one host (a systemd host from the base root root). On
+// error the returned Host names what exists so far, for the caller's
+// rollback.
+func (l *Lab) createHost(ctx context.Context, spec hostSpec, root string) (Host, error) {
 	h := Host{
 		Name:    spec.Name,
 		Role:    spec.Role,
+		Kind:    spec.Kind,
 		Address: spec.Address.String(),
 		NetNS:   l.netnsName(spec.Name),
 		Dir:     filepath.Join(l.cfg.StateDir, "hosts", spec.Name),
+	}
+	if h.isSystemd() {
+		if root == "" {
+			return Host{}, fmt.Errorf("no root file system for the systemd host %s", h.Name)
+		}
+		h.Root = root
 	}
 	if spec.Role == RoleTarget || spec.Role == RoleBastion {
 		h.HostVeth = fmt.Sprintf("%sv%d", l.cfg.Name, spec.Index)
@@ -170,6 +178,13 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec) (Host, error) {
 			return h, err
 		}
 	}
+	// A host recreated at the same address has a new MAC address: forget
+	// the old one, or this machine sends to it until its ARP entry expires.
+	_ = l.cmd(ctx, "ip", "neigh", "flush", "to", h.Address, "dev", l.state.Bridge)
+	if h.isSystemd() {
+		err := l.startSystemdHost(ctx, &h, root)
+		return h, err
+	}
 	// PID 1 of the host's namespaces. The unshare process stays as its parent.
 	unsharePID, err := l.spawn.Spawn(run.Cmd{Name: "ip", Args: []string{
 		"netns", "exec", h.NetNS,
@@ -194,22 +209,30 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec) (Host, error) {
 
 func (l *Lab) writeHostFiles(ctx context.Context, h Host) error {
 	fs := filepath.Join(h.Dir, "fs")
-	for _, d := range []string{"nix", "etc/nix", "etc/ssh", "etc/sudoers.d", "run", "var/lib/lab", "home"} {
+	dirs := []string{"nix", "etc/nix", "etc/ssh", "etc/sudoers.d", "var/lib/lab", "home"}
+	// The accounts: a copy of this machine's, or of a systemd host's root's.
+	etc := "/etc"
+	if h.isSystemd() {
+		etc = filepath.Join(h.Root, "etc")
+	} else {
+		dirs = append(dirs, "run")
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(filepath.Join(fs, d), 0o755); err != nil {
 			return err
 		}
 	}
 	u := l.state.User
-	passwd, err := withUser("/etc/passwd", u, fmt.Sprintf("%s:x:%d:%d:lab deploy user:/home/%s:/bin/bash", u, l.state.UID, l.state.GID, u))
+	passwd, err := withUser(filepath.Join(etc, "passwd"), u, fmt.Sprintf("%s:x:%d:%d:lab deploy user:/home/%s:/bin/bash", u, l.state.UID, l.state.GID, u))
 	if err != nil {
 		return err
 	}
-	group, err := withUser("/etc/group", u, fmt.Sprintf("%s:x:%d:", u, l.state.GID))
+	group, err := withUser(filepath.Join(etc, "group"), u, fmt.Sprintf("%s:x:%d:", u, l.state.GID))
 	if err != nil {
 		return err
 	}
 	// '*' instead of a locked '!' password: sshd refuses key logins to locked accounts.
-	shadow, err := withUser("/etc/shadow", u, u+":*:20000:0:99999:7:::")
+	shadow, err := withUser(filepath.Join(etc, "shadow"), u, u+":*:20000:0:99999:7:::")
 	if err != nil {
 		return err
 	}
@@ -254,6 +277,9 @@ func (l *Lab) writeHostFiles(ctx context.Context, h Host) error {
 	}
 	if err := os.Chmod(home, 0o755); err != nil {
 		return err
+	}
+	if h.isSystemd() {
+		return writeFile(filepath.Join(h.Dir, "nspawn.sh"), nspawnScript, 0o755)
 	}
 	if err := writeFile(filepath.Join(h.Dir, "init.sh"), initScript, 0o755); err != nil {
 		return err

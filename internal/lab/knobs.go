@@ -18,7 +18,8 @@ import (
 )
 
 // Exec runs a command as root inside a host's namespaces (network, mount,
-// UTS, PID) and returns its standard output.
+// UTS, PID; and IPC on a systemd host) and returns its standard output. On
+// a systemd host the command runs beside the host's units, not as one.
 func (l *Lab) Exec(ctx context.Context, host string, args ...string) (string, error) {
 	return l.ExecInput(ctx, host, "", args...)
 }
@@ -41,19 +42,34 @@ func (l *Lab) ExecInput(ctx context.Context, host, stdin string, args ...string)
 
 // NsenterArgs are the nsenter arguments that enter h's namespaces.
 func (l *Lab) NsenterArgs(h Host) []string {
+	if h.isSystemd() {
+		return []string{"--target", strconv.Itoa(h.PID), "--mount", "--uts", "--ipc", "--net", "--pid", "--wd=/", "--"}
+	}
 	return []string{"--target", strconv.Itoa(h.PID), "--mount", "--uts", "--net", "--pid", "--wd=/", "--"}
 }
 
-func (l *Lab) ctl(ctx context.Context, host, command string) error {
+// netExec runs a command of this machine in a host's network namespace only
+// (tc, nft: whatever the host's own root has or lacks).
+func (l *Lab) netExec(ctx context.Context, host, stdin string, args ...string) (string, error) {
 	h, err := l.Host(host)
 	if err != nil {
-		return err
+		return "", err
 	}
-	_, err = l.Exec(ctx, host, "/bin/sh", filepath.Join(h.Dir, "ctl.sh"), command)
+	c := run.Cmd{Name: "nsenter", Args: append([]string{"--net=" + filepath.Join("/run/netns", h.NetNS), "--"}, args...)}
+	if stdin != "" {
+		c.Stdin = strings.NewReader(stdin)
+	}
+	return run.Output(ctx, l.runner, c)
+}
+
+// ctl runs ctl.sh inside the host (systemctl on a systemd host).
+func (l *Lab) ctl(ctx context.Context, host, command string) error {
+	_, err := l.Exec(ctx, host, "/bin/sh", "-c", ctlScript, "ctl", command)
 	return err
 }
 
-// StopSSHD stops the host's sshd (established sessions stay, as with systemd).
+// StopSSHD stops the host's sshd (established sessions stay, as with systemd;
+// on a systemd host it is `systemctl stop sshd.service`).
 func (l *Lab) StopSSHD(ctx context.Context, host string) error { return l.ctl(ctx, host, "stop-sshd") }
 
 // StartSSHD starts the host's sshd and waits until it accepts connections.
@@ -183,7 +199,7 @@ func (l *Lab) RequireSudoPassword(ctx context.Context, host, password string) er
 	if err := l.setSudoers(host, sudoRule(u, true)); err != nil {
 		return err
 	}
-	return l.clearSudoTimestamps(host)
+	return l.clearSudoTimestamps(ctx, host)
 }
 
 // PasswordlessSudo restores the default: sudo without a password.
@@ -191,7 +207,7 @@ func (l *Lab) PasswordlessSudo(ctx context.Context, host string) error {
 	if err := l.setSudoers(host, sudoRule(l.state.User, false)); err != nil {
 		return err
 	}
-	return l.clearSudoTimestamps(host)
+	return l.clearSudoTimestamps(ctx, host)
 }
 
 // RemoveSudo takes the deploy user's sudo rights away.
@@ -203,28 +219,25 @@ func (l *Lab) RemoveSudo(ctx context.Context, host string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return l.clearSudoTimestamps(host)
+	return l.clearSudoTimestamps(ctx, host)
 }
 
 // DisableSudoBinary makes /usr/bin/sudo unusable for the deploy user on the
 // host (as if sudo were not installed: `command -v sudo` finds nothing), or
 // restores it.
 func (l *Lab) DisableSudoBinary(ctx context.Context, host string, disabled bool) error {
-	h, err := l.Host(host)
-	if err != nil {
-		return err
-	}
-	stub := filepath.Join(h.Dir, "sudo-disabled")
-	if err := os.WriteFile(stub, nil, 0o700); err != nil {
-		return err
-	}
+	// The stub is an empty root-only file in the host's own /run.
 	script := `while mountpoint -q /usr/bin/sudo; do umount /usr/bin/sudo; done
-if [ "$1" = on ]; then mount --bind "$2" /usr/bin/sudo; fi`
+if [ "$1" = on ]; then
+	: >/run/lab-sudo-disabled
+	chmod 0700 /run/lab-sudo-disabled
+	mount --bind /run/lab-sudo-disabled /usr/bin/sudo
+fi`
 	state := "off"
 	if disabled {
 		state = "on"
 	}
-	_, err = l.Exec(ctx, host, "/bin/sh", "-c", script, "disable-sudo", state, stub)
+	_, err := l.Exec(ctx, host, "/bin/sh", "-c", script, "disable-sudo", state)
 	return err
 }
 
@@ -240,12 +253,17 @@ func (l *Lab) setSudoers(host, rule string) error {
 	return os.Rename(tmp, p)
 }
 
-func (l *Lab) clearSudoTimestamps(host string) error {
-	p, err := l.fsPath(host, "run/sudo")
+func (l *Lab) clearSudoTimestamps(ctx context.Context, host string) error {
+	h, err := l.Host(host)
 	if err != nil {
 		return err
 	}
-	return os.RemoveAll(p)
+	if h.isSystemd() {
+		// The host's /run is its own.
+		_, err := l.Exec(ctx, host, "rm", "-rf", "/run/sudo")
+		return err
+	}
+	return os.RemoveAll(filepath.Join(h.Dir, "fs", "run", "sudo"))
 }
 
 // TrustUser sets whether the host's nix-daemon trusts the deploy user (and so
@@ -304,8 +322,8 @@ func (l *Lab) Shape(ctx context.Context, host string, link Link) error {
 	}
 	// Clear earlier shaping.
 	_ = l.cmd(ctx, "tc", "qdisc", "del", "dev", h.HostVeth, "root")
-	_, _ = l.Exec(ctx, host, "tc", "qdisc", "del", "dev", "eth0", "root")
-	_, _ = l.Exec(ctx, host, "nft", "delete", "table", "inet", "lablink")
+	_, _ = l.netExec(ctx, host, "", "tc", "qdisc", "del", "dev", "eth0", "root")
+	_, _ = l.netExec(ctx, host, "", "nft", "delete", "table", "inet", "lablink")
 	if link.DelayMs > 0 {
 		netem := []string{"root", "netem", "delay", fmt.Sprintf("%dms", link.DelayMs)}
 		if link.RateMbit > 0 {
@@ -314,7 +332,7 @@ func (l *Lab) Shape(ctx context.Context, host string, link Link) error {
 		if err := l.cmd(ctx, "tc", append([]string{"qdisc", "replace", "dev", h.HostVeth}, netem...)...); err != nil {
 			return fmt.Errorf("%w (%v)", ErrNoNetem, err)
 		}
-		if _, err := l.Exec(ctx, host, append([]string{"tc", "qdisc", "replace", "dev", "eth0"}, netem...)...); err != nil {
+		if _, err := l.netExec(ctx, host, "", append([]string{"tc", "qdisc", "replace", "dev", "eth0"}, netem...)...); err != nil {
 			return err
 		}
 	} else if link.RateMbit > 0 {
@@ -322,7 +340,7 @@ func (l *Lab) Shape(ctx context.Context, host string, link Link) error {
 		if err := l.cmd(ctx, "tc", append([]string{"qdisc", "replace", "dev", h.HostVeth}, tbf...)...); err != nil {
 			return err
 		}
-		if _, err := l.Exec(ctx, host, append([]string{"tc", "qdisc", "replace", "dev", "eth0"}, tbf...)...); err != nil {
+		if _, err := l.netExec(ctx, host, "", append([]string{"tc", "qdisc", "replace", "dev", "eth0"}, tbf...)...); err != nil {
 			return err
 		}
 	}
@@ -332,7 +350,7 @@ func (l *Lab) Shape(ctx context.Context, host string, link Link) error {
 			rule = "drop"
 		}
 		rules := "table inet lablink {\n chain input {\n  type filter hook input priority 0; policy accept;\n  " + rule + "\n }\n}\n"
-		if _, err := l.ExecInput(ctx, host, rules, "nft", "-f", "-"); err != nil {
+		if _, err := l.netExec(ctx, host, rules, "nft", "-f", "-"); err != nil {
 			return err
 		}
 	}
@@ -375,12 +393,12 @@ func (l *Lab) SetLink(ctx context.Context, host string, up bool) error {
 // Blackhole makes the host drop every incoming packet (connections time out)
 // or restores it.
 func (l *Lab) Blackhole(ctx context.Context, host string, on bool) error {
-	_, _ = l.Exec(ctx, host, "nft", "delete", "table", "inet", "labblackhole")
+	_, _ = l.netExec(ctx, host, "", "nft", "delete", "table", "inet", "labblackhole")
 	if !on {
 		return nil
 	}
 	rules := "table inet labblackhole {\n chain input {\n  type filter hook input priority -10; policy drop;\n }\n}\n"
-	_, err := l.ExecInput(ctx, host, rules, "nft", "-f", "-")
+	_, err := l.netExec(ctx, host, rules, "nft", "-f", "-")
 	return err
 }
 
@@ -394,6 +412,11 @@ func (l *Lab) InstallCommand(ctx context.Context, host, name, script string) err
 	}
 	if strings.ContainsAny(name, "/ ") || name == "" {
 		return fmt.Errorf("invalid command name %q", name)
+	}
+	if h.isSystemd() {
+		// The host's /usr/local/bin is its own.
+		_, err := l.ExecInput(ctx, host, script, "/bin/sh", "-c", `mkdir -p /usr/local/bin && cat >"/usr/local/bin/$1" && chmod 0755 "/usr/local/bin/$1"`, "install-command", name)
+		return err
 	}
 	dir := filepath.Join(h.Dir, "fs", "usr-local-bin")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

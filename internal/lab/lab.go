@@ -4,6 +4,12 @@
 // keys, sudoers, /run and /var/lib, and a real OpenSSH sshd. Deployments run
 // against them over real SSH into real Nix stores.
 //
+// Targets named in Config.Systemd are systemd hosts instead: systemd-nspawn
+// boots a Debian root with systemd as PID 1 in the target's network
+// namespace, and sshd and nix-daemon run as its units, so that deployments
+// take the paths of real NixOS machines (systemd-run, transient units,
+// systemctl is-system-running).
+//
 // Everything the lab creates is recorded in its state directory and removed
 // by Down: namespaces and interfaces by name, processes by PID (checked
 // against their start time), files by path. Nothing is killed by pattern.
@@ -72,6 +78,18 @@ type Config struct {
 	// Bastion adds "bastion" (.202), a jump host the deploy user can log
 	// in to (see OnlySSHFrom for targets reachable only through it).
 	Bastion bool
+	// Systemd names the targets that boot with systemd as PID 1
+	// (systemd-nspawn) instead of running their daemons under a shell.
+	Systemd []string
+	// RootCache holds the read-only Debian root the systemd hosts share
+	// (built with mmdebstrap when missing). Default DefaultRootCache().
+	RootCache string
+	// Suite is the Debian release of that root. Default DebianSuite(), this
+	// machine's own, so that the hosts run the same Nix.
+	Suite string
+	// Notice, when set, is told about slow steps before they start (e.g.
+	// building the systemd hosts' root).
+	Notice func(string) `json:"-"`
 }
 
 // Host is one simulated machine.
@@ -85,8 +103,19 @@ type Host struct {
 	Dir      string `json:"dir"`
 	// PID of the host's init (PID 1 of its PID namespace) as seen from this
 	// machine, and its start time, so that a reused PID is never taken for it.
+	// On a systemd host this is the container's systemd.
 	PID       int    `json:"pid"`
 	StartTime uint64 `json:"startTime"`
+	// Kind is "" for hosts whose init is the lab's shell, KindSystemd for
+	// hosts that boot systemd.
+	Kind string `json:"kind,omitempty"`
+	// Systemd hosts: the systemd-nspawn supervisor (PID and start time),
+	// the read-only root the host's overlay is based on, and the host's
+	// cgroup (a path in the unified hierarchy).
+	Nspawn      int    `json:"nspawnPid,omitempty"`
+	NspawnStart uint64 `json:"nspawnStartTime,omitempty"`
+	Root        string `json:"root,omitempty"`
+	Cgroup      string `json:"cgroup,omitempty"`
 }
 
 // State is what the lab records in state.json.
@@ -176,6 +205,26 @@ func NewWith(cfg Config, r run.Runner, s Spawner) (*Lab, error) {
 			return nil, fmt.Errorf("lab: target name %q is reserved or repeated", t)
 		}
 		seen[t] = true
+	}
+	sd := map[string]bool{}
+	for _, t := range cfg.Systemd {
+		if !seen[t] {
+			return nil, fmt.Errorf("lab: systemd host %q is not one of the targets (%s)", t, strings.Join(cfg.Targets, ", "))
+		}
+		if sd[t] {
+			return nil, fmt.Errorf("lab: systemd host %q is named twice", t)
+		}
+		sd[t] = true
+	}
+	if len(cfg.Systemd) > 0 && cfg.RootCache == "" {
+		c, err := DefaultRootCache()
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCache = c
+	}
+	if len(cfg.Systemd) > 0 && cfg.Suite == "" {
+		cfg.Suite = DebianSuite()
 	}
 	return &Lab{cfg: cfg, runner: r, spawn: s}, nil
 }
@@ -362,6 +411,15 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	if m := Prerequisites(); len(m) > 0 {
 		return &ErrPrerequisites{Missing: m}
 	}
+	root := ""
+	if len(l.cfg.Systemd) > 0 {
+		if m := SystemdPrerequisites(SystemdRootReady(l.cfg.RootCache, l.cfg.Suite)); len(m) > 0 {
+			return &ErrSystemdPrerequisites{Missing: m}
+		}
+		if root, err = EnsureSystemdRoot(ctx, l.runner, l.cfg.RootCache, l.cfg.Suite, l.cfg.Notice); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(l.cfg.StateDir, 0o700); err != nil {
 		return err
 	}
@@ -433,7 +491,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	want := l.wanted()
 	// Remove hosts that are no longer wanted, and dead ones.
 	for _, h := range append([]Host(nil), l.state.Hosts...) {
-		if _, ok := want[h.Name]; !ok || !h.alive() || !netnsExists(h.NetNS) {
+		if spec, ok := want[h.Name]; !ok || spec.Kind != h.Kind || !h.alive() || !netnsExists(h.NetNS) {
 			if err := l.destroyHost(ctx, h); err != nil {
 				return err
 			}
@@ -456,7 +514,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			}
 			continue
 		}
-		h, err := l.createHost(ctx, spec)
+		h, err := l.createHost(ctx, spec, root)
 		if h.Name != "" {
 			created = append(created, h)
 		}
@@ -473,15 +531,24 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 type hostSpec struct {
 	Name    string
 	Role    string
+	Kind    string
 	Address netip.Addr
 	Index   int
 }
 
 func (l *Lab) wanted() map[string]hostSpec {
 	want := map[string]hostSpec{}
+	systemd := map[string]bool{}
+	for _, t := range l.cfg.Systemd {
+		systemd[t] = true
+	}
 	for i, t := range l.cfg.Targets {
 		a, _ := l.address(10 + i)
-		want[t] = hostSpec{Name: t, Role: RoleTarget, Address: a, Index: i}
+		spec := hostSpec{Name: t, Role: RoleTarget, Address: a, Index: i}
+		if systemd[t] {
+			spec.Kind = KindSystemd
+		}
+		want[t] = spec
 	}
 	if l.cfg.Extras {
 		a, _ := l.address(200)
@@ -623,7 +690,11 @@ func (l *Lab) netnsPIDs(ctx context.Context, ns string) []int {
 }
 
 func (l *Lab) destroyHost(ctx context.Context, h Host) error {
-	if h.alive() {
+	if h.isSystemd() {
+		if err := l.stopSystemdHost(ctx, h); err != nil {
+			return err
+		}
+	} else if h.alive() {
 		// Killing PID 1 of the PID namespace kills every process in it.
 		_ = syscall.Kill(h.PID, syscall.SIGKILL)
 	}
@@ -672,19 +743,33 @@ func Open(stateDir string, ex run.Exec) (*Lab, error) {
 	if s == nil {
 		return nil, fmt.Errorf("no lab is up in %s: run mage lab:up", stateDir)
 	}
-	var targets []string
+	var targets, systemd []string
 	extras, bastion := false, false
+	root := ""
 	for _, h := range s.Hosts {
 		switch h.Role {
 		case RoleTarget:
 			targets = append(targets, h.Name)
+			if h.isSystemd() {
+				systemd = append(systemd, h.Name)
+				root = h.Root
+			}
 		case RoleBastion:
 			bastion = true
 		default:
 			extras = true
 		}
 	}
-	l, err := New(Config{Name: s.Name, StateDir: stateDir, Subnet: s.Subnet, User: s.User, Targets: targets, Extras: extras, Bastion: bastion}, ex)
+	cfg := Config{Name: s.Name, StateDir: stateDir, Subnet: s.Subnet, User: s.User, Targets: targets, Extras: extras, Bastion: bastion, Systemd: systemd}
+	if root != "" {
+		// <cache>/debian-<suite>-<hash>/root: keep using the cache and the
+		// release the lab was built from.
+		cfg.RootCache = filepath.Dir(filepath.Dir(root))
+		if f := strings.Split(filepath.Base(filepath.Dir(root)), "-"); len(f) == 3 && f[0] == "debian" && validSuite(f[1]) {
+			cfg.Suite = f[1]
+		}
+	}
+	l, err := New(cfg, ex)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,35 @@
 #!/bin/sh
-# Service control inside a lab target, run in its namespaces (by init.sh, or
-# by the lab through nsenter). Usage: ctl.sh <command>
+# Service control inside a lab host, run in its namespaces (by init.sh, or
+# by the lab through nsenter as `sh -c <this script> ctl <command>`).
+# Usage: ctl.sh <command>
 #   start-nix-daemon | stop-nix-daemon | start-sshd | stop-sshd | status
+# On a systemd host (systemd is PID 1) the services are units and systemctl
+# controls them; elsewhere this script starts and stops the daemons itself.
 set -eu
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if [ -d /run/systemd/system ]; then
+	case "${1-}" in
+	start-nix-daemon) systemctl start nix-daemon.service ;;
+	stop-nix-daemon) systemctl stop nix-daemon.service ;;
+	start-sshd) systemctl start sshd.service ;;
+	stop-sshd) systemctl stop sshd.service ;;
+	status)
+		if systemctl is-active --quiet sshd.service; then echo "sshd up"; else echo "sshd down"; fi
+		if systemctl is-active --quiet nix-daemon.service && [ -S /nix/var/nix/daemon-socket/socket ]; then
+			echo "nix-daemon up"
+		else
+			echo "nix-daemon down"
+		fi
+		echo "system=$(systemctl is-system-running 2>/dev/null || true)"
+		;;
+	*)
+		echo "usage: ctl.sh start-nix-daemon|stop-nix-daemon|start-sshd|stop-sshd|status" >&2
+		exit 2
+		;;
+	esac
+	exit 0
+fi
 
 case "${1-}" in
 start-nix-daemon)

@@ -15,6 +15,7 @@ for d in $deps; do printf '%s\n' "$d" >> "$out/dependencies"; done
   printf "toplevel='%s'\n" "$out"
   printf "exit_code='%s'\n" "$exitCode"
   printf "sshd_action='%s'\n" "$sshdAction"
+  printf "failing_unit='%s'\n" "$failingUnit"
   printf "fail_message='%s'\n" "$(printf '%s' "$failMessage" | tr -d "'")"
   cat "$switchScript"
 } > "$out/bin/switch-to-configuration"

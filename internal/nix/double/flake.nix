@@ -22,6 +22,9 @@
 #   lab.simulate.activation.exitCode   switch-to-configuration exits with it
 #   lab.simulate.activation.message    printed on stderr before failing
 #   lab.simulate.sshd                  "stop", or { port = N; }: applied on switch/test
+#   lab.simulate.failingUnit           a unit name: on a systemd lab host the switch
+#                                      starts <name>.service, which fails right after
+#                                      (the switch succeeds, the system is degraded)
 #   lab.simulate.closure.sharedMiB     size of a dependency shared by all targets
 #   lab.simulate.closure.uniqueMiB     size of a dependency unique to this target
 #   lab.simulate.closure.seed          any string: changes the dependencies' paths

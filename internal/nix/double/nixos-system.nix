@@ -133,6 +133,10 @@ let
     else if s == "stop" then "stop"
     else if isAttrs s && s ? port then "port:${toString s.port}"
     else throw "lab.simulate.sshd must be \"stop\" or { port = N; }";
+  failingUnit =
+    let u = sim.failingUnit or ""; in
+    if isString u && builtins.match "[A-Za-z0-9_.@-]*" u != null then u
+    else throw "lab.simulate.failingUnit must be a unit name such as \"indexer\"";
   closure = sim.closure or { };
 
   blob = name: mib: derivation {
@@ -169,7 +173,7 @@ let
       args = [ "-e" ./build-toplevel.sh ];
       switchScript = ./switch-to-configuration.sh;
       PATH = "/usr/bin:/bin";
-      inherit hostName release exitCode sshdAction;
+      inherit hostName release exitCode sshdAction failingUnit;
       buildFailure = sim.build.failure or "";
       failMessage = activation.message or "switch-to-configuration: activation failed (simulated)";
       stateVersion = merged.system.stateVersion or release;
