@@ -108,7 +108,10 @@ func TestFailHostKeys(t *testing.T) {
 		}
 	}
 	os.WriteFile(kh, []byte(strings.Join(kept, "\n")), 0o644)
-	fp, _ := f.lab.Fingerprint("lab-server")
+	fp, err := f.lab.Fingerprint("lab-server")
+	if err != nil || !strings.HasPrefix(fp, "SHA256:") {
+		t.Fatalf("fingerprint: %q %v", fp, err)
+	}
 	failsWith(t, f.mage("deploy", "lab-server", "-", "-lab"), "host key of 10.77.50.11 is not in", fp, "ssh-keyscan -t ed25519 10.77.50.11 >>")
 	if after, _ := os.ReadFile(kh); strings.Contains(string(after), "10.77.50.11 ") {
 		t.Error("the unknown key was added to known_hosts")

@@ -60,19 +60,7 @@ func (f *fixture) mage(args ...string) testutil.Result {
 
 func (f *fixture) mageStdin(stdin string, args ...string) testutil.Result {
 	f.t.Helper()
-	cmd := exec.Command(testutil.MageBinary(f.t), args...)
-	cmd.Dir = f.repo
-	cmd.Stdin = strings.NewReader(stdin)
-	var so, se strings.Builder
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	r := testutil.Result{Stdout: so.String(), Stderr: se.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.Code = ee.ExitCode()
-	} else if err != nil {
-		f.t.Fatal(err)
-	}
-	return r
+	return testutil.RunInput(f.t, f.repo, nil, stdin, testutil.MageBinary(f.t), args...)
 }
 
 // exec runs a command as root inside a lab target.

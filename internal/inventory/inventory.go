@@ -117,6 +117,15 @@ func ValidateUser(user string) error {
 
 var hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
+// ValidateSystem checks a Nix system name such as x86_64-linux (it is
+// written into Nix files and target.json).
+func ValidateSystem(system string) error {
+	if !systemRE.MatchString(system) {
+		return fmt.Errorf("invalid system %q (expected e.g. x86_64-linux or aarch64-linux)", system)
+	}
+	return nil
+}
+
 // ValidateAddress accepts an IPv4/IPv6 address or a DNS host name.
 func ValidateAddress(addr string) error {
 	if addr == "" {

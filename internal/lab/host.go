@@ -231,11 +231,10 @@ func (l *Lab) writeHostFiles(ctx context.Context, h Host) error {
 	if err != nil {
 		return err
 	}
-	// '*' instead of a locked '!' password: sshd refuses key logins to locked accounts.
-	shadow, err := withUser(filepath.Join(etc, "shadow"), u, u+":*:20000:0:99999:7:::")
-	if err != nil {
-		return err
-	}
+	// Not this machine's shadow (its hashes stay here): every account
+	// without a password. '*' rather than a locked '!': sshd refuses key
+	// logins to locked accounts.
+	shadow := shadowFor(passwd)
 	files := []struct {
 		path, content string
 		mode          os.FileMode
@@ -392,4 +391,16 @@ func tail(path string) string {
 		return "empty log " + path
 	}
 	return strings.Join(lines, " | ")
+}
+
+// shadowFor is a shadow file for the accounts of passwd, none with a
+// password.
+func shadowFor(passwd string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(passwd, "\n") {
+		if name, _, ok := strings.Cut(line, ":"); ok && name != "" {
+			fmt.Fprintf(&b, "%s:*:20000:0:99999:7:::\n", name)
+		}
+	}
+	return b.String()
 }

@@ -498,3 +498,28 @@ func (l *Lab) OnlySSHFrom(ctx context.Context, host, from string) error {
 	_, err = l.ExecInput(ctx, host, rules, "nft", "-f", "-")
 	return err
 }
+
+// SudoersExtra adds sudoers lines for the deploy user after the lab's rule
+// (e.g. "Defaults:monibahmed !tty_tickets", or a NOPASSWD rule for some
+// commands), checked with visudo first; "" removes them.
+func (l *Lab) SudoersExtra(ctx context.Context, host, lines string) error {
+	p, err := l.fsPath(host, "etc/sudoers.d/lab")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	rule, _, _ := strings.Cut(string(data), "# extra\n")
+	if lines != "" {
+		rule += "# extra\n" + strings.TrimSuffix(lines, "\n") + "\n"
+		if _, err := run.Output(ctx, l.runner, run.Cmd{Name: "visudo", Args: []string{"-c", "-q", "-f", "-"}, Stdin: strings.NewReader(rule)}); err != nil {
+			return fmt.Errorf("invalid sudoers lines %q: %w", lines, err)
+		}
+	}
+	if err := l.setSudoers(host, rule); err != nil {
+		return err
+	}
+	return l.clearSudoTimestamps(ctx, host)
+}

@@ -104,9 +104,10 @@ func (x Exec) Run(ctx context.Context, c Cmd) error {
 		cmd.Stderr = tail
 	}
 	// Own process group (cancellation signals the whole group), and the
-	// child is terminated if this process dies without cancelling it (e.g.
-	// SIGKILL), so that no nix copy or ssh outlives its deployer.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// child is killed if this process dies without cancelling it (e.g.
+	// SIGKILL): SIGKILL, because Nix takes SIGTERM as an interrupt it may
+	// wait on forever, so that no nix copy outlives its deployer.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		if cmd.Process == nil {
 			return nil

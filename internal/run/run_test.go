@@ -36,7 +36,14 @@ func TestCancelKillsProcessGroup(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	// Both sleeps were in the command's process group: none may survive.
-	if out, _ := exec.Command("pgrep", "-f", "^sleep 31.7$").Output(); len(out) > 0 {
+	// (pgrep exits 1 when nothing matches; any other failure means the
+	// check itself did not work.)
+	out, err := exec.Command("pgrep", "-f", "^sleep 31.7$").Output()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+		t.Fatalf("pgrep: %v", err)
+	}
+	if len(out) > 0 {
 		t.Fatalf("processes of the cancelled group survived: %s", out)
 	}
 }

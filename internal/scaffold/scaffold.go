@@ -57,6 +57,9 @@ func New(ctx context.Context, root string, s Spec, git Git) ([]string, error) {
 	if s.System == "" {
 		s.System = inventory.DefaultSystem
 	}
+	if err := inventory.ValidateSystem(s.System); err != nil {
+		return nil, err
+	}
 	dir := filepath.Join(root, "targets", s.Name)
 	if _, err := os.Stat(dir); err == nil {
 		return nil, fmt.Errorf("target %s already exists (targets/%s)", s.Name, s.Name)

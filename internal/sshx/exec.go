@@ -198,7 +198,16 @@ func runProc(ctx context.Context, cmd Command, p *Proc, host string) (Output, er
 		err = fmt.Errorf("interrupted: %w", ctx.Err())
 	}
 	kill()
-	<-done // the readers have returned: nothing writes the buffers any more
+	// A peer that keeps the channel open (sshd waits for the command's
+	// process before it closes a channel) must not hold us: wait a
+	// little, then go on. The captures stop delivering to the caller's
+	// writers now, so nothing reaches them after we return.
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	so.stop()
+	se.stop()
 	return Output{Stdout: so.String(), Stderr: se.String(), Code: -1}, err
 }
 
@@ -209,9 +218,17 @@ type capture struct {
 	over   chan<- string
 	stream string
 
-	mu  sync.Mutex
-	buf strings.Builder
-	n   int64
+	mu      sync.Mutex
+	buf     strings.Builder
+	n       int64
+	stopped bool
+}
+
+// stop makes the capture drop whatever still arrives.
+func (c *capture) stop() {
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
 }
 
 func (c *capture) drain(r io.Reader) {
@@ -220,13 +237,24 @@ func (c *capture) drain(r io.Reader) {
 		n, err := r.Read(b)
 		if n > 0 {
 			if c.w != nil {
-				if _, werr := c.w.Write(b[:n]); werr != nil {
+				c.mu.Lock()
+				var werr error
+				if !c.stopped {
+					_, werr = c.w.Write(b[:n])
+				}
+				c.mu.Unlock()
+				if werr != nil {
 					// The consumer gave up: keep the channel flowing.
 					_, _ = io.Copy(io.Discard, r)
 					return
 				}
 			} else {
 				c.mu.Lock()
+				if c.stopped {
+					c.mu.Unlock()
+					_, _ = io.Copy(io.Discard, r)
+					return
+				}
 				if c.n+int64(n) > c.limit {
 					c.mu.Unlock()
 					c.over <- c.stream

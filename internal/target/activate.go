@@ -184,13 +184,19 @@ type Switched struct {
 // Activated reports whether the switch changed anything.
 func (w Switched) Activated() bool { return w.Code != 90 && w.Code != 91 }
 
+// waitScript waits for a file of the unit. Every few seconds it prints a
+// line: when the deployer is gone (sshd closes the command's output), the
+// write fails and the waiting ends instead of lingering.
 const waitScript = `dir=$1 file=$2
+n=0
 while [ ! -e "$dir/$file" ]; do
 	pid=$(cat "$dir/pid" 2>/dev/null)
 	if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -e "$dir/$file" ]; then
 		echo "the activation unit ended without a result" >&2
 		exit 94
 	fi
+	n=$((n + 1))
+	if [ $((n % 10)) = 0 ]; then echo waiting || exit 98; fi
 	sleep 0.2
 done
 head -c 512 "$dir/$file"
@@ -202,7 +208,11 @@ func (a *Activation) wait(ctx context.Context, sess *Session, file string, timeo
 	if err != nil {
 		return "", commandError("waiting for the activation", err, out)
 	}
-	return strings.TrimSpace(out.Stdout), nil
+	lines := LastLines(out.Stdout, 1)
+	if len(lines) == 0 {
+		return "", nil
+	}
+	return strings.TrimSpace(lines[0]), nil
 }
 
 // WaitSwitched waits for switch-to-configuration's outcome.

@@ -101,11 +101,20 @@ func (r Result) Combined() string { return r.Stdout + r.Stderr }
 // Run runs a command in dir with a timeout and returns its outputs and exit code.
 func Run(t testing.TB, dir string, env []string, name string, args ...string) Result {
 	t.Helper()
+	return RunInput(t, dir, env, "", name, args...)
+}
+
+// RunInput is Run with standard input.
+func RunInput(t testing.TB, dir string, env []string, stdin, name string, args ...string) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -117,6 +126,9 @@ func Run(t testing.TB, dir string, env []string, name string, args ...string) Re
 		res.Code = ee.ExitCode()
 	default:
 		t.Fatalf("running %s %v: %v", name, args, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v did not finish within 10 minutes:\n%s", name, args, res.Stdout+res.Stderr)
 	}
 	return res
 }

@@ -14,6 +14,9 @@
 # lab.simulate.failingUnit starts a unit that fails half a second later,
 # after the switch stopped watching: the switch succeeds, the system is
 # degraded.
+# A file /var/lib/nixos-double/fail/<this system's store name> makes this
+# system's activation fail (exit 5) before it changes anything: the lab's
+# way to break a rollback (the previous system) after it was deployed.
 # Every activation is recorded in /var/lib/nixos-double/activations.log as
 # "<UTC time> <mode> <system> <exit code> <unit>", where <unit> is the
 # systemd unit the switch ran in (e.g. a transient nixos-config-switch-*
@@ -43,6 +46,11 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 mkdir -p "$state"
+if [ -e "$state/fail/${toplevel##*/}" ]; then
+	printf '%s %s %s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$mode" "$toplevel" 5 - >>"$state/activations.log"
+	echo "switch-to-configuration: this system's activation fails (simulated: $state/fail)" >&2
+	exit 5
+fi
 
 systemd=
 if [ -d /run/systemd/system ]; then systemd=1; fi

@@ -1,0 +1,425 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/lab"
+	"github.com/monibahmed/nixos-config/internal/testutil"
+)
+
+// The fault suite: each test reproduces a fault a deployment must survive
+// and checks that afterwards, with no manual step, the target is on a
+// working generation, unlocked, its history complete, and the next
+// deployment succeeds (see healthy).
+
+// healthy checks the state every fault must leave a target in.
+func healthy(t *testing.T, f *fixture, host string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		locks := f.exec(host, "for l in /run/nixos-config.lock /run/nixos-config.activate.lock; do [ -e $l ] || continue; flock -n $l true || echo held $l; done")
+		if locks == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still locked: %s", host, locks)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if cur := f.current(host); cur != "" {
+		if sys := f.exec(host, "readlink -f /nix/var/nix/profiles/system || true"); f.generation(host) > 0 && sys != cur {
+			t.Errorf("%s runs %s but its profile is %s", host, cur, sys)
+		}
+	}
+	// Every history record has its end (no "activating" left behind).
+	h := f.exec(host, "cat /var/lib/nixos-config/history.jsonl 2>/dev/null || true")
+	for _, line := range strings.Split(h, "\n") {
+		if strings.Contains(line, `"result":"activating"`) {
+			id := line[strings.Index(line, `"id":"`)+6:]
+			id = id[:strings.IndexByte(id, '"')]
+			if strings.Count(h, `"id":"`+id+`"`) < 2 {
+				t.Errorf("%s: deployment %s has no end in the history:\n%s", host, id, h)
+			}
+		}
+	}
+	if perm := f.exec(host, "stat -c %a /var/lib/nixos-config /var/lib/nixos-config/history.jsonl 2>/dev/null || true"); perm != "" && perm != "700\n600" {
+		t.Errorf("%s: history permissions %q, want 700 and 600", host, perm)
+	}
+	// The next deployment works.
+	f.setConfig(host, fmt.Sprintf(`environment.etc."after-fault-%d".text = "x";`, time.Now().UnixNano()))
+	f.commit("after the fault")
+	before := f.generation(host)
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	if f.generation(host) <= before || f.current(host) != f.system(host, "") {
+		t.Errorf("%s: generation %d (before %d), current %s after the next deployment", host, f.generation(host), before, f.current(host))
+	}
+}
+
+// blockActivations makes the double's switch-to-configuration block (its
+// activation log becomes a FIFO nobody reads) until the returned function
+// is called.
+func blockActivations(t *testing.T, f *fixture, host string) func() {
+	t.Helper()
+	f.exec(host, "mkdir -p /var/lib/nixos-double; rm -f /var/lib/nixos-double/activations.log; mkfifo /var/lib/nixos-double/activations.log")
+	done := false
+	unblock := func() {
+		if done {
+			return
+		}
+		done = true
+		// Read what the blocked switch writes, then back to a plain file.
+		f.exec(host, "timeout 5 cat /var/lib/nixos-double/activations.log >/dev/null || true; rm -f /var/lib/nixos-double/activations.log")
+	}
+	t.Cleanup(unblock)
+	return unblock
+}
+
+// 1. The sudo password never lands anywhere on the target, whatever the
+// sudoers policy: after two deployments per variant, no file holds it.
+func TestFaultSudoPasswordNeverOnDisk(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const host = "dev-workstation"
+	const pw = "Pw-never-on-disk-93e1c"
+	if err := f.lab.RequireSudoPassword(ctx, host, pw); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.PasswordlessSudo(ctx, host) })
+	start := time.Now()
+	variants := []struct{ name, lines, fails string }{
+		{"default", "", ""},
+		{"!tty_tickets (cached credentials)", "Defaults:monibahmed !tty_tickets", ""},
+		{"timestamp_timeout=0 (asks every time)", "Defaults:monibahmed timestamp_timeout=0", ""},
+		{"NOPASSWD for sh", "monibahmed ALL=(ALL) NOPASSWD: /bin/sh, /usr/bin/sh", ""},
+		{"use_pty", "Defaults use_pty", ""},
+		{"requiretty", "Defaults requiretty", "requires a terminal (Defaults requiretty)"},
+	}
+	for _, v := range variants {
+		if err := f.lab.SudoersExtra(ctx, host, v.lines); err != nil {
+			t.Fatalf("%s: %v", v.name, err)
+		}
+		for i := 0; i < 2; i++ {
+			f.setConfig(host, fmt.Sprintf(`environment.etc."variant-%d".text = "%s %d";`, time.Now().UnixNano(), strings.ReplaceAll(v.name, `"`, ""), i))
+			f.commit(v.name)
+			r := f.mageStdin(pw+"\n", "deploy", host, "-", "-lab", "-asksudo")
+			if v.fails != "" {
+				failsWith(t, r, v.fails)
+			} else if r.Code != 0 {
+				t.Fatalf("%s: deploy %d failed:\n%s", v.name, i, r.Combined())
+			}
+			if strings.Contains(r.Combined(), pw) {
+				t.Fatalf("%s: the password is in the output", v.name)
+			}
+		}
+		if hit := filesHolding(t, f.host(host).Dir, []byte(pw), start); len(hit) > 0 {
+			t.Fatalf("%s: the password is in %v", v.name, hit)
+		}
+	}
+	if hit := filesHolding(t, os.TempDir(), []byte(pw), start); len(hit) > 0 {
+		t.Fatalf("the password is in %v", hit)
+	}
+	f.lab.SudoersExtra(ctx, host, "")
+	f.lab.PasswordlessSudo(ctx, host)
+	healthy(t, f, host)
+}
+
+// filesHolding lists the files under dir changed since start that contain
+// needle (the store's content is skipped: it is what the tests built).
+func filesHolding(t *testing.T, dir string, needle []byte, since time.Time) []string {
+	t.Helper()
+	var hit []string
+	n := 0
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && (strings.HasSuffix(p, "/nix/store") || d.Name() == "go-build" || strings.HasPrefix(d.Name(), "go-build")) {
+			return filepath.SkipDir
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || info.ModTime().Before(since) || info.Size() > 64<<20 {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err == nil {
+			n++
+			if bytes.Contains(data, needle) {
+				hit = append(hit, p)
+			}
+		}
+		return nil
+	})
+	if n == 0 && strings.HasPrefix(dir, "/tmp/") {
+		t.Fatalf("no file under %s was read: the scan looks nowhere", dir)
+	}
+	return hit
+}
+
+// 2. Ctrl-C (and SIGTERM) during an activation that takes longer than
+// Mage's 5 s cleanup: the deployer waits for it, verifies, checks health
+// and records it; nothing is rolled back.
+func TestFaultInterruptDuringLongActivation(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			f := newFixture(t)
+			const host = "lab-server"
+			succeeds(t, f.mage("deploy", host, "-", "-lab"))
+			f.setConfig(host, fmt.Sprintf(`environment.etc."long".text = "%d";`, time.Now().UnixNano()))
+			f.commit("a long activation")
+			unblock := blockActivations(t, f, host)
+			cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab")
+			time.Sleep(500 * time.Millisecond)
+			cmd.Process.Signal(sig)
+			time.Sleep(7 * time.Second) // longer than Mage's 5 s cleanup
+			if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+				t.Fatalf("the deployer died during the activation:\n%s", out.String())
+			}
+			unblock()
+			err := cmd.Wait()
+			if err != nil {
+				t.Fatalf("exit %v after the activation finished:\n%s", err, out.String())
+			}
+			if !strings.Contains(out.String(), "running activations finish") || f.generation(host) != 2 {
+				t.Fatalf("generation %d:\n%s", f.generation(host), out.String())
+			}
+			if h := f.exec(host, "tail -n 1 /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"result":"ok"`) {
+				t.Errorf("history: %s", h)
+			}
+			healthy(t, f, host)
+		})
+	}
+}
+
+// The second Ctrl-C abandons the activation; the target's unit finishes by
+// itself and says so in the history (magic rollback: it rolls back).
+func TestFaultSecondInterruptAbandons(t *testing.T) {
+	f := newFixture(t)
+	const host = "lab-server"
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	good := f.current(host)
+	f.setConfig(host, fmt.Sprintf(`environment.etc."abandoned".text = "%d";`, time.Now().UnixNano()))
+	f.commit("abandoned")
+	unblock := blockActivations(t, f, host)
+	cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("an abandoned deployment exited 0:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "abandoned during the activation") || !strings.Contains(out.String(), "rolls back to generation 1") {
+		t.Errorf("no word of what the target will do:\n%s", out.String())
+	}
+	unblock()
+	// Nobody confirms: the unit rolls back by itself.
+	deadline := time.Now().Add(40 * time.Second)
+	for f.current(host) != good || !strings.Contains(f.exec(host, "cat /var/lib/nixos-config/history.jsonl"), "rolled back by the target itself") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not rolled back: current %s\n%s", f.current(host), f.exec(host, "cat /var/lib/nixos-config/history.jsonl"))
+		}
+		time.Sleep(time.Second)
+	}
+	healthy(t, f, host)
+}
+
+// 3. A deployer waiting with -wait decides from what it finds once it has
+// the lock: its failed activation returns to the other deployer's
+// generation, not to the one it saw before waiting.
+func TestFaultWaitDoesNotUndoOtherDeployer(t *testing.T) {
+	f := newFixture(t)
+	const host = "media-center"
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	slowCopy(t, f, host)
+	first, out := startMage(t, f, host+": copy 0 B", "deploy", host, "-", "-lab")
+	f.setConfig(host, `lab.simulate.activation = { exitCode = 4; message = "broken"; };`)
+	f.commit("broken")
+	r := f.mage("deploy", host, "-", "-lab", "-wait")
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first deployer: %v\n%s", err, out.String())
+	}
+	failsWith(t, r, "rolled back to generation 2")
+	if f.generation(host) != 2 {
+		t.Fatalf("generation %d: the waiting deployer undid the first one's work", f.generation(host))
+	}
+	testutil.Edit(t, f.repo, "targets/"+host+"/configuration.nix", `lab.simulate.activation = { exitCode = 4; message = "broken"; };`, "")
+	healthy(t, f, host)
+}
+
+// 4. A deployer killed during the copy leaves no process behind (nix copy
+// dies with it), and the next run needs no manual clean-up.
+func TestFaultKilledDuringCopyLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	const host = "media-center"
+	slowCopy(t, f, host)
+	cmd, _ := startMage(t, f, host+": copy 0 B", "deploy", host, "-", "-lab")
+	pid := cmd.Process.Pid
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	marker := fmt.Sprintf("nixos-config-bridge-%d-", pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := processesMentioning(marker)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left by the killed deployer: %v", left)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	f.lab.Shape(context.Background(), host, lab.Link{})
+	healthy(t, f, host)
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), marker+"*")); len(left) > 0 {
+		t.Errorf("the killed deployer's directory was not reaped: %v", left)
+	}
+}
+
+// processesMentioning lists the command lines that contain s.
+func processesMentioning(s string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(data, []byte(s)) {
+			out = append(out, string(bytes.ReplaceAll(data, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
+}
+
+// 5. The lock covers the activation: with the deployer killed mid-switch,
+// another deployment and a rollback are refused until the target's unit
+// is done; the unit then rolls back by itself (nobody confirmed) and
+// records it.
+func TestFaultKilledDuringActivationKeepsTargetLocked(t *testing.T) {
+	f := newFixture(t)
+	const host = "lab-server"
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	good := f.current(host)
+	f.setConfig(host, fmt.Sprintf(`environment.etc."killed".text = "%d";`, time.Now().UnixNano()))
+	f.commit("killed mid-activation")
+	unblock := blockActivations(t, f, host)
+	cmd, _ := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	r := f.mage("rollback", host, "-", "-lab")
+	failsWith(t, r, "is still activating a deployment")
+	r = f.mage("deploy", host, "-", "-lab")
+	failsWith(t, r, "is still activating a deployment")
+	unblock()
+	deadline := time.Now().Add(40 * time.Second)
+	for f.current(host) != good || !strings.Contains(f.exec(host, "cat /var/lib/nixos-config/history.jsonl"), "rolled back by the target itself") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the unit did not roll back: current %s", f.current(host))
+		}
+		time.Sleep(time.Second)
+	}
+	healthy(t, f, host)
+}
+
+// 6. Health checks are validated before anything happens, and a command
+// check that outlives its timeout is killed on the target.
+func TestFaultHealthChecks(t *testing.T) {
+	f := newFixture(t)
+	const host = "dev-workstation"
+	setHealth(t, f, host, []inventory.HealthCheck{{Type: "bogus"}})
+	failsWith(t, f.mage("deploy", host, "-", "-lab"), `health check 1: unknown type "bogus"`)
+	setHealth(t, f, host, []inventory.HealthCheck{{Type: "tcp", Port: 22, Timeout: "-5s"}})
+	failsWith(t, f.mage("deploy", host, "-", "-lab"), `timeout "-5s"`)
+	if f.generation(host) != 0 {
+		t.Fatal("an invalid health check let the deployment start")
+	}
+	setHealth(t, f, host, nil)
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	f.setConfig(host, `environment.etc."hang".text = "1";`)
+	f.commit("hanging check")
+	setHealth(t, f, host, []inventory.HealthCheck{{Type: "command", Command: "sleep 77; true", Timeout: "2s", Retries: 1}})
+	failsWith(t, f.mage("deploy", host, "-", "-lab"), "timed out", "rolled back to generation 1")
+	time.Sleep(time.Second)
+	if ps := f.exec(host, "pgrep -f '^sleep 77$' || true"); ps != "" {
+		t.Errorf("the health check still runs on the target: %s", ps)
+	}
+	setHealth(t, f, host, nil)
+	healthy(t, f, host)
+}
+
+// 7. A rollback that fails is reported as failed (with the console remedy)
+// and recorded so, not as a success.
+func TestFaultFailingRollbackReported(t *testing.T) {
+	f := newFixture(t)
+	const host = "dev-workstation"
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	good := f.current(host)
+	// The previous system's activation now fails: the rollback will.
+	f.exec(host, "mkdir -p /var/lib/nixos-double/fail && touch /var/lib/nixos-double/fail/"+filepath.Base(good))
+	f.setConfig(host, `lab.simulate.activation = { exitCode = 4; message = "broken"; };`)
+	f.commit("broken, and the rollback fails too")
+	r := f.mage("deploy", host, "-", "-lab")
+	failsWith(t, r, "ROLLBACK FAILED too")
+	if h := f.exec(host, "tail -n 1 /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"result":"failed"`) || !strings.Contains(h, "the rollback failed") {
+		t.Errorf("history: %s", h)
+	}
+	f.exec(host, "rm -rf /var/lib/nixos-double/fail")
+	testutil.Edit(t, f.repo, "targets/"+host+"/configuration.nix", `lab.simulate.activation = { exitCode = 4; message = "broken"; };`, "")
+	// Recovery by hand: mage rollback to the good generation.
+	succeeds(t, f.mage("rollback:to", host, "-", "1", "-lab"))
+	if f.current(host) != good {
+		t.Fatalf("rollback:to 1: current %s", f.current(host))
+	}
+	healthy(t, f, host)
+}
+
+// 9. Small inputs answered with a clear error instead of a silent default.
+func TestFaultSmallInputs(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"deployAll", "-lab", "-jobs=0"}, "invalid -jobs=0"},
+		{[]string{"deploy", "lab-server", "-", "-lab", "-confirmtimeout=0s"}, "invalid -confirmtimeout=0s"},
+		{[]string{"deploy", "lab-server", "-", "-lab", "-cmdtimeout=-1s"}, "invalid -cmdtimeout=-1s"},
+		{[]string{"new", "evil", "-address=10.0.0.9", `-system=x"; abort "`}, "invalid system"},
+	} {
+		failsWith(t, f.mage(c.args...), c.want)
+	}
+	if out := testutil.Git(t, f.repo, "status", "--porcelain"); strings.Contains(out, "evil") {
+		t.Errorf("mage new scaffolded an invalid system: %s", out)
+	}
+	// target.json with text after the object, as Nix rejects it.
+	p := filepath.Join(f.repo, "targets", "media-center", "target.json")
+	data, _ := os.ReadFile(p)
+	os.WriteFile(p, append(data, []byte(`{"address":"10.0.0.66"}`)...), 0o644)
+	failsWith(t, f.mage("check", "-offline"), "unexpected content after the JSON object")
+	os.WriteFile(p, data, 0o644)
+	// The same DNS name twice, differing in case and a trailing dot.
+	for name, addr := range map[string]string{"media-center": "Media.Lab.", "dev-workstation": "media.lab"} {
+		q := filepath.Join(f.repo, "targets", name, "target.json")
+		d, _ := os.ReadFile(q)
+		i := bytes.Index(d, []byte(`"address": "`))
+		j := bytes.IndexByte(d[i+12:], '"')
+		d = append(append(append([]byte{}, d[:i+12]...), addr...), d[i+12+j:]...)
+		os.WriteFile(q, d, 0o644)
+	}
+	failsWith(t, f.mage("check", "-offline"), "duplicate address")
+	testutil.Git(t, f.repo, "checkout", "--", "targets")
+	// A symlinked target directory is named, not dropped.
+	os.Symlink(filepath.Join(f.repo, "targets", "media-center"), filepath.Join(f.repo, "targets", "linked"))
+	failsWith(t, f.mage("targets"), "targets/linked is a symbolic link")
+	os.Remove(filepath.Join(f.repo, "targets", "linked"))
+}
