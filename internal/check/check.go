@@ -24,6 +24,7 @@ import (
 type Nix interface {
 	Version(ctx context.Context) (nix.Version, error)
 	ParseFile(ctx context.Context, path string) error
+	ParseFiles(ctx context.Context, paths []string) error
 	FlakeCheck(ctx context.Context, f nix.Flake) error
 	EvalJSON(ctx context.Context, f nix.Flake, attr, apply string) (string, error)
 }
@@ -129,6 +130,19 @@ func (c *Checker) parse(ctx context.Context, root string) (int, error) {
 		return 0, err
 	}
 	sort.Strings(files)
+	var present []string
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(root, f)); err == nil {
+			present = append(present, filepath.Join(root, f))
+		}
+	}
+	// One process for all files; only when something is broken, one per
+	// file, so that every broken file is named.
+	if err := c.Nix.ParseFiles(ctx, present); err == nil {
+		return len(files), nil
+	} else if ne := (*nix.Error)(nil); !errors.As(err, &ne) {
+		return 0, err
+	}
 	errs := make([]error, len(files))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
