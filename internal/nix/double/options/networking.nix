@@ -35,4 +35,9 @@ in
       extraInputRules = mkOption { type = types.lines; default = ""; };
     };
   };
+
+  # networkmanager.nix: NetworkManager runs DHCP itself.
+  config = lib.mkIf config.networking.networkmanager.enable {
+    networking.useDHCP = false;
+  };
 }
