@@ -131,3 +131,15 @@ func TestBinaryCacheModule(t *testing.T) {
 	assertFails(t, check(t, dir, "-offline"), "stage 3/4",
 		"The option `homelab.binaryCache.server.bindAddress' was accessed but has no value defined. Try setting the option.")
 }
+
+// `nix fmt` runs nixfmt-tree, which formats the tree without arguments
+// (Nix >= 2.25 passes none; bare nixfmt would then read stdin and hang).
+func TestFormatterIsNixfmtTree(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	for _, s := range []string{"x86_64-linux", "aarch64-linux"} {
+		if got := evalDouble(t, dir, "formatter."+s+".pname", ""); got != `"nixfmt-tree"` {
+			t.Errorf("formatter.%s is %s, want nixfmt-tree", s, got)
+		}
+	}
+}
