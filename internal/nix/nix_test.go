@@ -1,6 +1,7 @@
 package nix
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -172,5 +173,23 @@ func TestParseErrorANSI(t *testing.T) {
 	e := ParseError("\x1b[31;1merror:\x1b[0m cannot add a \x1b[35;1mstring\x1b[0m to an integer\n\n       at \x1b[35;1m/r/a.nix:1:2\x1b[0m:\n", "/r")
 	if e.Error() != "a.nix:1:2: cannot add a string to an integer" {
 		t.Fatalf("got %q", e.Error())
+	}
+}
+
+// Recorded from Nix 2.34.8 (Debian sid) checking the repository against the
+// double with a misspelt option: trace frames name flake.nix, the message
+// names the definition.
+func TestParseErrorRecorded234(t *testing.T) {
+	data, err := os.ReadFile("testdata/nix-2.34-undeclared-option.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := ParseError(string(data), "/work/repo")
+	if e.File != "targets/media-center/configuration.nix" || e.Line != 13 || e.Column != 3 {
+		t.Errorf("location %+v", e)
+	}
+	want := "targets/media-center/configuration.nix:13:3: The option `services.jellyfinn' does not exist. Definition values: - In `targets/media-center/configuration.nix:13:3': { enable = true; openFirewall = true; }"
+	if e.Error() != want {
+		t.Fatalf("got  %q\nwant %q", e.Error(), want)
 	}
 }
