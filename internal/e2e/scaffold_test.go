@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -57,6 +58,11 @@ func TestHardwareFromLabTarget(t *testing.T) {
 	}
 	if !strings.Contains(r.Stdout, "-# PLACEHOLDER") || !strings.Contains(r.Stdout, `+  boot.kernelModules = [ "kvm-intel" ];`) {
 		t.Errorf("no diff shown:\n%s", r.Stdout)
+	}
+	// The boot loader is not in the generated file: the user is told what
+	// configuration.nix needs for this machine's firmware.
+	if !regexp.MustCompile(`hardware: the machine boots with (UEFI|BIOS): targets/lab-server/configuration.nix needs`).MatchString(r.Stdout) {
+		t.Errorf("no boot loader advice:\n%s", r.Stdout)
 	}
 	// The result still evaluates.
 	testutil.Git(t, f.repo, "add", "-A")
