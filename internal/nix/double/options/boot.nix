@@ -7,6 +7,13 @@ let
   grub = config.boot.loader.grub;
   grubNix = "nixos/modules/system/boot/loader/grub/grub.nix";
   kernelNix = "nixos/modules/system/boot/kernel.nix";
+  # kernel.nix: a list of module names, or an attribute set of them set to
+  # true; the option's value is the list of names.
+  modulesOption = mkOption {
+    type = types.coercedTo (types.listOf types.str) (l: lib.genAttrs l (_: true)) (types.attrsOf types.bool);
+    default = { };
+    apply = mods: builtins.filter (m: mods.${m}) (builtins.attrNames mods);
+  };
 in
 {
   options.boot = {
@@ -39,9 +46,8 @@ in
       canTouchEfiVariables = mkOption { type = types.bool; default = false; };
       efiSysMountPoint = mkOption { type = types.str; default = "/boot"; };
     };
-    initrd.availableKernelModules = from "nixos/modules/system/boot/stage-1.nix"
-      (mkOption { type = types.listOf types.str; default = [ ]; });
-    initrd.kernelModules = from kernelNix (mkOption { type = types.listOf types.str; default = [ ]; });
+    initrd.availableKernelModules = from kernelNix modulesOption;
+    initrd.kernelModules = from kernelNix modulesOption;
     initrd.luks.devices = from "nixos/modules/system/boot/luksroot.nix" (mkOption {
       type = types.attrsOf (types.submodule {
         options = from "nixos/modules/system/boot/luksroot.nix" {
@@ -51,8 +57,12 @@ in
       });
       default = { };
     });
-    kernelModules = from kernelNix (mkOption { type = types.listOf types.str; default = [ ]; });
-    kernelParams = from kernelNix (mkOption { type = types.listOf types.str; default = [ ]; });
+    kernelModules = from kernelNix modulesOption;
+    kernelParams = from kernelNix (mkOption {
+      type = types.listOf (types.strMatching ''([^"[:space:]]|"[^"]*")+''
+        // { name = "kernelParam"; description = "string, with spaces inside double quotes"; });
+      default = [ ];
+    });
     extraModulePackages = from kernelNix (mkOption { type = types.listOf types.package; default = [ ]; });
   };
   # Each loader names itself here; two enabled loaders conflict like in NixOS.
