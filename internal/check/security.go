@@ -58,7 +58,7 @@ const securityApply = `cs: builtins.mapAttrs (name: c:
       port = serve.port or 5000;
     };
     postgresTCP = (pg.enable or false) && (pg.enableTCPIP or false);
-    postgresTrust = (pg.enable or false) && builtins.match "(.*[[:space:]])?trust([[:space:]].*)?" (pg.authentication or "") != null;
+    postgresTrust = (pg.enable or false) && builtins.match "(.*[[:space:]])?trust([[:space:]].*)?" (builtins.replaceStrings [ "\n" ] [ " " ] (pg.authentication or "")) != null;
     bootEditor = (sdboot.enable or false) && (sdboot.editor or true);
   }) cs`
 

@@ -142,6 +142,8 @@ let
       inherit loc type;
       inherit (res) isDefined highestPrio;
       value = if opt ? apply then opt.apply res.mergedValue else res.mergedValue;
+      # Before `apply`: what the type knows how to force.
+      mergedValue = res.mergedValue;
       files = map (d: d.file) res.defsFinal;
       definitionsWithLocations = res.defsFinal;
     };
@@ -163,7 +165,7 @@ let
       throw "The option `${showOption (prefix ++ d.prefix)}' does not exist. Definition values:${showDefs [ d ]}";
 
   forceTree = tree: all
-    (n: let v = tree.${n}; in if isOption v then (!v.isDefined || v.type.force v.value) else forceTree v)
+    (n: let v = tree.${n}; in if isOption v then (!v.isDefined || v.type.force v.mergedValue) else forceTree v)
     (attrNames tree);
 in
 {
