@@ -4,9 +4,11 @@ let
   inherit (lib) mkOption types from;
   ifNix = "nixos/modules/tasks/network-interfaces.nix";
   fwNix = "nixos/modules/services/networking/firewall.nix";
+  # firewall.nix: commonOptions (global and per interface), canonicalised.
+  canonical = ports: lib.unique (builtins.sort builtins.lessThan ports);
   portOptions = from fwNix {
-    allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
-    allowedUDPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
+    allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; apply = canonical; };
+    allowedUDPPorts = mkOption { type = types.listOf types.port; default = [ ]; apply = canonical; };
   };
 in
 {
