@@ -47,7 +47,11 @@
           default = pkgs.mkShell { packages = with pkgs; [ go mage openssh jq nmap git ]; };
         });
 
-      # `nix fmt`. (`nixfmt-rfc-style` is a deprecated alias of nixfmt.)
-      formatter = forSystems (s: nixpkgs.legacyPackages.${s}.nixfmt);
+      # `nix fmt` formats every .nix file of the repository. nixfmt-tree is
+      # treefmt set up for nixfmt (pkgs/by-name/ni/nixfmt-tree/package.nix):
+      # it walks the tree itself, so it works whether `nix fmt` passes no
+      # arguments (Nix >= 2.25) or "." (older Nix). Plain nixfmt would read
+      # stdin and wait forever when given no arguments.
+      formatter = forSystems (s: nixpkgs.legacyPackages.${s}.nixfmt-tree);
     };
 }

@@ -81,6 +81,12 @@ func Hardware(ctx context.Context, name, address string,
 		return err
 	}
 	rel := filepath.Join("targets", name, "hardware-configuration.nix")
+	// nixos-generate-config leaves the boot loader to configuration.nix.
+	defer func() {
+		if fw, err := sh.Run(ctx, scaffold.FirmwareProbe, nil); err == nil {
+			e.out.Linef("hardware: %s", scaffold.BootAdvice(name, fw.Stdout))
+		}
+	}()
 	if bytes.Equal(old, []byte(out.Stdout)) {
 		e.out.Linef("hardware: %s is unchanged", rel)
 		return nil

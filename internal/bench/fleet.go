@@ -54,6 +54,7 @@ func makeFleet(ctx context.Context, root, dir string, n int, p Profile, seed str
 		conf := fmt.Sprintf(`{ ... }:
 {
   imports = [ ./hardware-configuration.nix ];
+  boot.loader.systemd-boot.enable = true;
   lab.simulate.closure = { sharedMiB = %d; uniqueMiB = %d; seed = %q; };
 }
 `, p.SharedMiB, p.UniqueMiB, seed)

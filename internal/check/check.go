@@ -5,7 +5,6 @@ package check
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/monibahmed/nixos-config/internal/trouble"
@@ -24,6 +23,7 @@ import (
 type Nix interface {
 	Version(ctx context.Context) (nix.Version, error)
 	ParseFile(ctx context.Context, path string) error
+	ParseFiles(ctx context.Context, paths []string) error
 	FlakeCheck(ctx context.Context, f nix.Flake) error
 	EvalJSON(ctx context.Context, f nix.Flake, attr, apply string) (string, error)
 }
@@ -94,13 +94,13 @@ func (c *Checker) Run(ctx context.Context, opts Options) (*Result, error) {
 	res.Offline = flake.Offline()
 	c.Out.Linef("check 3/4 nix flake check%s: running", note)
 	if err := c.Nix.FlakeCheck(ctx, flake); err != nil {
-		return nil, &StageError{3, "nix flake check", evalHint(err)}
+		return nil, &StageError{3, "nix flake check", evalHint(err, flake.Offline())}
 	}
 	c.Out.Linef("check 3/4 nix flake check%s: %s", note, c.Out.OK("ok"))
 
 	warnings, err := c.security(ctx, flake, inv)
 	if err != nil {
-		return nil, &StageError{4, "security lint", evalHint(err)}
+		return nil, &StageError{4, "security lint", evalHint(err, flake.Offline())}
 	}
 	res.Warnings = warnings
 	if len(warnings) == 0 {
@@ -114,9 +114,18 @@ func (c *Checker) Run(ctx context.Context, opts Options) (*Result, error) {
 	return res, nil
 }
 
-func evalHint(err error) error {
+// OfflineSchemaNote follows an option error found against the test double.
+const OfflineSchemaNote = "(offline check: the test double declares only the options this repository uses; `mage check` with Nix >= 2.18 and the pinned nixpkgs is the authority)"
+
+func evalHint(err error, offline bool) error {
 	var ne *nix.Error
-	if errors.As(err, &ne) && ne.File != "" {
+	if !errors.As(err, &ne) {
+		return err
+	}
+	if offline && (strings.Contains(ne.Message, "' does not exist.") || strings.Contains(ne.Message, "' is not of type `")) {
+		err = fmt.Errorf("%w %s", err, OfflineSchemaNote)
+	}
+	if ne.File != "" {
 		return fmt.Errorf("%w (fix the expression at that location and rerun mage check)", err)
 	}
 	return err
@@ -129,6 +138,19 @@ func (c *Checker) parse(ctx context.Context, root string) (int, error) {
 		return 0, err
 	}
 	sort.Strings(files)
+	var present []string
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(root, f)); err == nil {
+			present = append(present, filepath.Join(root, f))
+		}
+	}
+	// One process for all files; only when something is broken, one per
+	// file, so that every broken file is named.
+	if err := c.Nix.ParseFiles(ctx, present); err == nil {
+		return len(files), nil
+	} else if ne := (*nix.Error)(nil); !errors.As(err, &ne) {
+		return 0, err
+	}
 	errs := make([]error, len(files))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
@@ -269,82 +291,4 @@ func (c *Checker) flake(ctx context.Context, opts Options) (nix.Flake, string, e
 		return f, offlineNote, err
 	}
 	return f, " (pinned nixpkgs from flake.lock)", nil
-}
-
-// securityApply extracts, per configuration, the settings the lint looks at.
-// Options missing from a configuration fall back to NixOS's defaults.
-const securityApply = `cs: builtins.mapAttrs (name: c:
-  let
-    cfg = c.config;
-    ssh = cfg.services.openssh or { };
-    settings = ssh.settings or { };
-    users = cfg.users.users or { };
-    normal = builtins.filter (u: users.${u}.isNormalUser or false) (builtins.attrNames users);
-  in {
-    sshEnabled = ssh.enable or false;
-    passwordAuthentication = settings.PasswordAuthentication or true;
-    kbdInteractiveAuthentication = settings.KbdInteractiveAuthentication or true;
-    permitRootLogin = settings.PermitRootLogin or "prohibit-password";
-    jupyterPlaceholder = (cfg.services.jupyter.enable or false)
-      && builtins.match ".*REPLACE.*" (cfg.services.jupyter.password or "") != null;
-    bootstrapPassword = builtins.filter (u: (users.${u}.initialPassword or null) != null) normal;
-    authorizedKeys = builtins.listToAttrs (map (u: {
-      name = u;
-      value = builtins.length (users.${u}.openssh.authorizedKeys.keys or [ ])
-        + builtins.length (users.${u}.openssh.authorizedKeys.keyFiles or [ ]);
-    }) normal);
-  }) cs`
-
-type securityFacts struct {
-	SSHEnabled                   bool           `json:"sshEnabled"`
-	PasswordAuthentication       *bool          `json:"passwordAuthentication"`
-	KbdInteractiveAuthentication *bool          `json:"kbdInteractiveAuthentication"`
-	PermitRootLogin              *string        `json:"permitRootLogin"`
-	BootstrapPassword            []string       `json:"bootstrapPassword"`
-	JupyterPlaceholder           bool           `json:"jupyterPlaceholder"`
-	AuthorizedKeys               map[string]int `json:"authorizedKeys"`
-}
-
-func (c *Checker) security(ctx context.Context, f nix.Flake, inv *inventory.Inventory) ([]string, error) {
-	out, err := c.Nix.EvalJSON(ctx, f, "nixosConfigurations", securityApply)
-	if err != nil {
-		return nil, err
-	}
-	var facts map[string]securityFacts
-	if err := json.Unmarshal([]byte(out), &facts); err != nil {
-		return nil, fmt.Errorf("reading security settings: %w", err)
-	}
-	return SecurityWarnings(inv, facts), nil
-}
-
-// SecurityWarnings turns the evaluated settings into warnings.
-func SecurityWarnings(inv *inventory.Inventory, facts map[string]securityFacts) []string {
-	var w []string
-	for _, t := range inv.Targets {
-		s, ok := facts[t.Name]
-		if !ok {
-			continue
-		}
-		for _, u := range s.BootstrapPassword {
-			w = append(w, fmt.Sprintf("%s: bootstrap password still set for %s (users.users.%s.initialPassword): remove it once you can log in with a key", t.Name, u, u))
-		}
-		if s.AuthorizedKeys[t.User] == 0 {
-			w = append(w, fmt.Sprintf("%s: no SSH authorized keys for the deploy user %s: add your public key to users.users.%s.openssh.authorizedKeys.keys (targets/common/users.nix), or deployments cannot log in", t.Name, t.User, t.User))
-		}
-		if s.SSHEnabled && (s.PasswordAuthentication == nil || *s.PasswordAuthentication ||
-			s.KbdInteractiveAuthentication == nil || *s.KbdInteractiveAuthentication) {
-			w = append(w, fmt.Sprintf("%s: password SSH login enabled: set services.openssh.settings.PasswordAuthentication and KbdInteractiveAuthentication to false", t.Name))
-		}
-		if s.JupyterPlaceholder {
-			w = append(w, fmt.Sprintf("%s: services.jupyter.password is still the placeholder: nobody can log in to Jupyter until you set an argon2 hash (see targets/%s/README.md)", t.Name, t.Name))
-		}
-		if s.SSHEnabled && (s.PermitRootLogin == nil || *s.PermitRootLogin != "no") {
-			val := "unset"
-			if s.PermitRootLogin != nil {
-				val = *s.PermitRootLogin
-			}
-			w = append(w, fmt.Sprintf("%s: root login allowed over SSH (PermitRootLogin = %s): set services.openssh.settings.PermitRootLogin = \"no\"", t.Name, val))
-		}
-	}
-	return w
 }

@@ -16,10 +16,16 @@ func TestSecurityWarnings(t *testing.T) {
 	}}
 	facts := map[string]securityFacts{
 		"good": {SSHEnabled: true, PasswordAuthentication: ptr(false), KbdInteractiveAuthentication: ptr(false),
-			PermitRootLogin: ptr("no"), AuthorizedKeys: map[string]int{"monibahmed": 1}},
+			PermitRootLogin: ptr("no"), AuthorizedKeys: map[string]int{"monibahmed": 1},
+			Jupyter:   &jupyterFacts{IP: "127.0.0.1", Port: 8888, User: "jupyter", LoginShell: "/nix/store/x-shadow/bin/nologin"},
+			OpenPorts: []int{22}, FirewallEnabled: ptr(true)},
 		"bad": {SSHEnabled: true, PasswordAuthentication: ptr(true), KbdInteractiveAuthentication: ptr(false),
-			PermitRootLogin: ptr("yes"), BootstrapPassword: []string{"monibahmed"}, JupyterPlaceholder: true,
-			AuthorizedKeys: map[string]int{"monibahmed": 0}},
+			PermitRootLogin: ptr("yes"), PasswordsInStore: []string{"monibahmed.initialPassword", "root.hashedPassword"},
+			AuthorizedKeys: map[string]int{"monibahmed": 0},
+			Jupyter:        &jupyterFacts{Placeholder: true, IP: "0.0.0.0", Port: 8888, User: "jupyter", LoginShell: "/bin/bash"},
+			OpenPorts:      []int{22, 8888}, FirewallEnabled: ptr(false),
+			NixServe:    &nixServeFacts{BindAddress: "0.0.0.0", Port: 5000},
+			PostgresTCP: true, PostgresTrust: true, BootEditor: true},
 	}
 	w := SecurityWarnings(inv, facts)
 	all := strings.Join(w, "\n")
@@ -27,11 +33,22 @@ func TestSecurityWarnings(t *testing.T) {
 		t.Fatalf("a hardened target got warnings:\n%s", all)
 	}
 	for _, want := range []string{
-		"bad: bootstrap password still set for monibahmed",
+		"bad: users.users.monibahmed.initialPassword puts a password in the world-readable Nix store",
+		"bad: users.users.root.hashedPassword puts a password hash in the world-readable Nix store",
+		"hashedPasswordFile",
 		"bad: no SSH authorized keys for the deploy user monibahmed",
 		"bad: password SSH login enabled",
 		"bad: root login allowed over SSH (PermitRootLogin = yes)",
 		"bad: services.jupyter.password is still the placeholder",
+		"bad: Jupyter listens on 0.0.0.0:8888 over plain HTTP",
+		"bind services.jupyter.ip to 127.0.0.1",
+		"opens Jupyter's port 8888 on every interface",
+		"bad: the jupyter account has a login shell (/bin/bash)",
+		"bad: nix-serve listens on every address",
+		"bad: PostgreSQL listens on every interface",
+		`uses "trust"`,
+		"set boot.loader.systemd-boot.editor = false",
+		"bad: the firewall is off",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("missing %q in:\n%s", want, all)
@@ -41,5 +58,14 @@ func TestSecurityWarnings(t *testing.T) {
 	w = SecurityWarnings(inv, map[string]securityFacts{"good": {SSHEnabled: true, AuthorizedKeys: map[string]int{"monibahmed": 2}}})
 	if len(w) != 2 {
 		t.Fatalf("unset settings should warn twice, got %v", w)
+	}
+	// A localhost Jupyter needs no open port; a bound nix-serve still serves the whole store.
+	w = SecurityWarnings(inv, map[string]securityFacts{"good": {AuthorizedKeys: map[string]int{"monibahmed": 1},
+		Jupyter:   &jupyterFacts{IP: "localhost", Port: 8888, User: "jupyter", LoginShell: "/bin/bash", TerminalsOff: true},
+		OpenPorts: []int{8888}, NixServe: &nixServeFacts{BindAddress: "192.168.1.50", Port: 5000}}})
+	all = strings.Join(w, "\n")
+	if len(w) != 2 || !strings.Contains(all, "port 8888 is open in the firewall but Jupyter listens only on localhost") ||
+		!strings.Contains(all, "whoever reaches 192.168.1.50:5000") {
+		t.Fatalf("got %v", w)
 	}
 }

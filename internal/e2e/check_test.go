@@ -50,7 +50,7 @@ func TestCheckOfflinePassesOnRepository(t *testing.T) {
 		"check 2/4 inventory: ok (3 targets: dev-workstation, lab-server, media-center)",
 		"offline: against the nixpkgs test double",
 		"check 4/4 security:",
-		"warning: lab-server: bootstrap password still set",
+		"warning: lab-server: services.jupyter.password is still the placeholder",
 		"check passed: 3 targets (offline, test double)",
 	} {
 		if !strings.Contains(r.Stdout, want) {
@@ -70,8 +70,8 @@ func TestCheckSyntaxErrorNamesFileAndLine(t *testing.T) {
 	r := check(t, dir, "-offline")
 	assertFails(t, r, "stage 1/4 (parse)", "targets/media-center/configuration.nix:", "syntax error")
 	// file:line:column of the token after the missing semicolon.
-	if !strings.Contains(testutil.ErrorLine(r), "configuration.nix:10:3: syntax error, unexpected '}'") {
-		t.Errorf("expected the location 10:3 in %q", testutil.ErrorLine(r))
+	if !strings.Contains(testutil.ErrorLine(r), "configuration.nix:17:3: syntax error, unexpected '}'") {
+		t.Errorf("expected the location 17:3 in %q", testutil.ErrorLine(r))
 	}
 }
 
@@ -121,7 +121,7 @@ func TestCheckEvaluationErrorNamesLocation(t *testing.T) {
 	dir := testutil.CopyRepo(t)
 	testutil.Edit(t, dir, "targets/lab-server/configuration.nix", "port = 8888;", `port = 8888 + "x";`)
 	assertFails(t, check(t, dir, "-offline"), "stage 3/4 (nix flake check)",
-		"targets/lab-server/configuration.nix:12:", "cannot add a string to an integer")
+		"targets/lab-server/configuration.nix:51:", "cannot add a string to an integer")
 }
 
 func TestCheckRealNixpkgsNeedsNewNix(t *testing.T) {

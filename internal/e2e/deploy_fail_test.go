@@ -207,7 +207,7 @@ func TestFailEvaluationBuildAndActivation(t *testing.T) {
 	r := f.mage("deployAll", "-lab")
 	failsWith(t, r, "3 of 3 targets failed")
 	for _, want := range []string{
-		"lab-server: build: evaluation error: targets/lab-server/configuration.nix:12:19: cannot add a string to an integer",
+		"lab-server: build: evaluation error: targets/lab-server/configuration.nix:51:19: cannot add a string to an integer",
 		"media-center: build: build failed: builder for '/nix/store/",
 		"simulated: make: *** [all] Error 2",
 		"dev-workstation: activate: switch-to-configuration switch exited with status 4",

@@ -115,9 +115,9 @@ func TestBinaryCacheModule(t *testing.T) {
 	eval := func(attr string) string {
 		return strings.TrimSpace(nixOut(t, dir, append([]string{"eval", "--json", ".#nixosConfigurations." + attr}, (nix.Flake{Dir: dir, Nixpkgs: double}).Args()...)...))
 	}
-	testutil.Edit(t, dir, "targets/lab-server/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache.server.enable = true;")
+	testutil.Edit(t, dir, "targets/lab-server/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache.server = { enable = true; bindAddress = \"192.168.1.50\"; };")
 	testutil.Edit(t, dir, "targets/media-center/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache = { url = \"http://192.168.1.50:5000\"; publicKey = \"lab-cache-1:AAAA\"; };")
-	if got := eval("lab-server.config.services.nix-serve"); got != `{"enable":true,"openFirewall":true,"port":5000,"secretKeyFile":"/var/lib/nix-serve/cache-priv-key.pem"}` {
+	if got := eval("lab-server.config.services.nix-serve"); got != `{"bindAddress":"192.168.1.50","enable":true,"extraParams":"","openFirewall":true,"port":5000,"secretKeyFile":"/var/lib/nix-serve/cache-priv-key.pem"}` {
 		t.Errorf("server: %s", got)
 	}
 	if got := eval("media-center.config.nix.settings.extra-substituters"); got != `["http://192.168.1.50:5000"]` {
@@ -125,5 +125,21 @@ func TestBinaryCacheModule(t *testing.T) {
 	}
 	if got := eval("media-center.config.nix.settings.extra-trusted-public-keys"); got != `["lab-cache-1:AAAA"]` {
 		t.Errorf("client key: %s", got)
+	}
+	// The server's address is a deliberate choice: without it, no system.
+	testutil.Edit(t, dir, "targets/lab-server/configuration.nix", ` bindAddress = "192.168.1.50";`, "")
+	assertFails(t, check(t, dir, "-offline"), "stage 3/4",
+		"The option `homelab.binaryCache.server.bindAddress' was accessed but has no value defined. Try setting the option.")
+}
+
+// `nix fmt` runs nixfmt-tree, which formats the tree without arguments
+// (Nix >= 2.25 passes none; bare nixfmt would then read stdin and hang).
+func TestFormatterIsNixfmtTree(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	for _, s := range []string{"x86_64-linux", "aarch64-linux"} {
+		if got := evalDouble(t, dir, "formatter."+s+".pname", ""); got != `"nixfmt-tree"` {
+			t.Errorf("formatter.%s is %s, want nixfmt-tree", s, got)
+		}
 	}
 }

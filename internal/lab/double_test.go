@@ -24,7 +24,7 @@ func addTarget(t *testing.T, repo, name, body string) {
 		t.Fatal(err)
 	}
 	files := map[string]string{
-		"configuration.nix":          "{ ... }:\n{\n  imports = [ ./hardware-configuration.nix ];\n" + body + "\n}\n",
+		"configuration.nix":          "{ ... }:\n{\n  imports = [ ./hardware-configuration.nix ];\n  boot.loader.systemd-boot.enable = true;\n" + body + "\n}\n",
 		"hardware-configuration.nix": string(hw),
 		"README.md":                  "# " + name + "\n",
 		"target.json":                `{"address": "10.99.99.` + name[len(name)-1:] + `"}`,

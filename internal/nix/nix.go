@@ -202,54 +202,179 @@ func (n Nix) ParseFile(ctx context.Context, path string) error {
 	return err
 }
 
+// ParseFiles checks the syntax of several Nix files with one process (one
+// nix-instantiate costs tens of milliseconds). It stops at the first broken
+// file; ParseFile then tells which files are broken.
+func (n Nix) ParseFiles(ctx context.Context, paths []string) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	_, err := n.output(ctx, "nix-instantiate", append([]string{"--parse"}, paths...)...)
+	if err == nil {
+		return nil
+	}
+	var ee *run.ExitError
+	if errors.As(err, &ee) {
+		return ParseError(ee.Stderr, "")
+	}
+	return err
+}
+
 // Error is a Nix error reduced to its message and the location it names.
 type Error struct {
+	// Message is Nix's message whole: every line of a multi-line message
+	// (e.g. "Failed assertions:" and its list), common indentation removed,
+	// paths of the flake's store copy made relative. Trace frames, code
+	// excerpts and hints about --show-trace are left out.
 	Message string
 	File    string // relative to the flake when it was inside it
-	Line    int
+	Line    int    // 0 when Nix named only the file
 	Column  int
 	Raw     string // the whole error output
 }
 
+// Error is the message on one line (the lines of a multi-line message
+// joined by spaces), after the location when there is one.
 func (e *Error) Error() string {
-	if e.File != "" {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Message)
+	msg := e.OneLine()
+	switch {
+	case e.File != "" && e.Line > 0:
+		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, msg)
+	case e.File != "":
+		return e.File + ": " + msg
 	}
-	return e.Message
+	return msg
+}
+
+// OneLine is the message with its lines joined by spaces.
+func (e *Error) OneLine() string {
+	var parts []string
+	for _, l := range strings.Split(e.Message, "\n") {
+		if s := strings.TrimSpace(l); s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 var (
 	atRE        = regexp.MustCompile(`^\s*at (/[^:]+):(\d+):(\d+):?`)
-	errorLineRE = regexp.MustCompile(`^\s*error:\s*(.*)$`)
+	errorLineRE = regexp.MustCompile(`^(\s*)error:(.*)$`)
 	storeSrcRE  = regexp.MustCompile(`^/nix/store/[0-9a-z]{32}-source/`)
+	// storeSrcInTextRE finds store copies of a flake inside a message.
+	storeSrcInTextRE = regexp.MustCompile(`/nix/store/[0-9a-z]{32}-source/`)
+	// definedInRE is NixOS's "- In `<file>'" line of a definition
+	// (the test double adds :line:column).
+	definedInRE = regexp.MustCompile("In `([^'`]+?)(?::(\\d+):(\\d+))?'")
 )
 
-// ParseError extracts the innermost "error:" message and the location that
-// follows it from Nix's output. Locations in the flake's store copy
-// (/nix/store/<hash>-source/...) and under root are made relative.
+// endOfMessage tells whether a line ends Nix's message: a location, a trace
+// frame, a hint about --show-trace, or anything not indented (Nix indents
+// the continuation lines of a message).
+func endOfMessage(l string) bool {
+	t := strings.TrimSpace(l)
+	switch {
+	case t == "":
+		return false
+	case l == t:
+		return true
+	case atRE.MatchString(l), strings.HasPrefix(t, "at «"), strings.HasPrefix(t, "… "),
+		strings.HasPrefix(t, "(use '--show-trace'"), strings.HasPrefix(t, "(stack trace truncated"):
+		return true
+	}
+	return false
+}
+
+// ParseError extracts the last "error:" message of Nix's output whole (every
+// line of it) and the location that follows it. Locations in the flake's
+// store copy (/nix/store/<hash>-source/...) and under root are made
+// relative, in the location and in the message. When Nix gives no location
+// after the message, the first definition the message names ("In `file'",
+// as NixOS's option errors do) is the location.
 func ParseError(output, root string) *Error {
+	output = StripANSI(output)
 	lines := strings.Split(output, "\n")
 	e := &Error{Raw: output}
-	msgAt := -1
+	start := -1
 	for i, l := range lines {
-		if m := errorLineRE.FindStringSubmatch(l); m != nil && strings.TrimSpace(m[1]) != "" {
-			e.Message = strings.TrimSpace(m[1])
-			msgAt = i
+		if errorLineRE.MatchString(l) {
+			start = i
 		}
 	}
-	if msgAt < 0 {
+	if start < 0 {
 		e.Message = lastNonEmpty(lines)
 		return e
 	}
-	for _, l := range lines[msgAt+1:] {
+	first := strings.TrimSpace(errorLineRE.FindStringSubmatch(lines[start])[2])
+	end := start + 1
+	for end < len(lines) && !endOfMessage(lines[end]) {
+		end++
+	}
+	body := dedent(lines[start+1 : end])
+	if first != "" {
+		body = append([]string{first}, body...)
+	}
+	for len(body) > 0 && strings.TrimSpace(body[0]) == "" {
+		body = body[1:]
+	}
+	for len(body) > 0 && strings.TrimSpace(body[len(body)-1]) == "" {
+		body = body[:len(body)-1]
+	}
+	// Newer Nix puts hints after the code excerpt of the location.
+	for _, l := range lines[end:] {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "Did you mean") {
+			body = append(body, t)
+		}
+	}
+	e.Message = relativeText(strings.Join(body, "\n"), root)
+	if e.Message == "" {
+		e.Message = lastNonEmpty(lines)
+	}
+	for _, l := range lines[end:] {
 		if m := atRE.FindStringSubmatch(l); m != nil {
 			e.File = relative(m[1], root)
 			e.Line, _ = strconv.Atoi(m[2])
 			e.Column, _ = strconv.Atoi(m[3])
-			break
+			return e
 		}
 	}
+	if m := definedInRE.FindStringSubmatch(e.Message); m != nil {
+		e.File = relative(m[1], root)
+		e.Line, _ = strconv.Atoi(m[2])
+		e.Column, _ = strconv.Atoi(m[3])
+	}
 	return e
+}
+
+// dedent removes the indentation the lines share (blank lines aside).
+func dedent(lines []string) []string {
+	common := -1
+	for _, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		n := len(l) - len(strings.TrimLeft(l, " \t"))
+		if common < 0 || n < common {
+			common = n
+		}
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		if len(l) >= common && common > 0 {
+			l = l[common:]
+		}
+		out[i] = strings.TrimRight(l, " \t")
+	}
+	return out
+}
+
+// relativeText makes the flake's paths inside a message relative.
+func relativeText(s, root string) string {
+	s = storeSrcInTextRE.ReplaceAllString(s, "")
+	if root != "" {
+		s = strings.ReplaceAll(s, strings.TrimSuffix(root, "/")+"/", "")
+	}
+	return s
 }
 
 func relative(p, root string) string {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/template"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -154,4 +155,21 @@ func InstallHardware(ctx context.Context, root, name string, content []byte, p P
 		return nil, err
 	}
 	return old, nil
+}
+
+// FirmwareProbe prints "uefi" or "bios" on a Linux machine.
+const FirmwareProbe = "if [ -d /sys/firmware/efi ]; then echo uefi; else echo bios; fi"
+
+// BootAdvice says which boot loader lines targets/<name>/configuration.nix
+// needs on a machine whose firmware FirmwareProbe reported. The generated
+// hardware configuration never contains them.
+func BootAdvice(name, firmware string) string {
+	cfg := filepath.Join("targets", name, "configuration.nix")
+	switch strings.TrimSpace(firmware) {
+	case "uefi":
+		return fmt.Sprintf("the machine boots with UEFI: %s needs boot.loader.systemd-boot.enable = true and boot.loader.efi.canTouchEfiVariables = true", cfg)
+	case "bios":
+		return fmt.Sprintf("the machine boots with BIOS: %s needs GRUB on the boot disk, boot.loader.grub.device = \"/dev/disk/by-id/<disk>\" (see `ls -l /dev/disk/by-id` there), and no systemd-boot lines", cfg)
+	}
+	return fmt.Sprintf("could not tell whether the machine boots with UEFI or BIOS: check the boot loader lines in %s", cfg)
 }

@@ -37,10 +37,14 @@ in
       options = "--delete-older-than 30d";
     };
 
-    # A small /boot fills up with kernels of old generations; keep ten boot
-    # entries. Both loaders are listed so a target can use either.
+    # Each target chooses its boot loader in its configuration.nix (UEFI:
+    # systemd-boot; BIOS: GRUB with a device). For both: a small /boot fills
+    # up with kernels of old generations, so keep ten boot entries; and no
+    # editing of the kernel command line at the boot menu (init=/bin/sh would
+    # give a root shell to anyone at the keyboard).
     # (system/boot/loader/systemd-boot/systemd-boot.nix, loader/grub/grub.nix)
     boot.loader.systemd-boot.configurationLimit = lib.mkDefault 10;
+    boot.loader.systemd-boot.editor = lib.mkDefault false;
     boot.loader.grub.configurationLimit = lib.mkDefault 10;
 
     # Key-only SSH. The settings are sshd_config keys: the two authentication

@@ -5,8 +5,13 @@
 # deploying machine). Options of services.nix-serve:
 # nixos/modules/services/networking/nix-serve.nix in nixpkgs.
 #
+# nix-serve answers every request for any path in this machine's store,
+# without authentication: bind it to the LAN address only (bindAddress has no
+# default, so enabling the server without choosing one fails evaluation),
+# and keep secrets out of the store (secrets.nix).
+#
 # On the serving target:
-#   homelab.binaryCache.server.enable = true;
+#   homelab.binaryCache.server = { enable = true; bindAddress = "192.168.1.50"; };
 #   # once, on that machine, as root:
 #   #   nix-store --generate-binary-cache-key lab-cache-1 /var/lib/nix-serve/cache-priv-key.pem /var/lib/nix-serve/cache-pub-key.pem
 # On the clients (or in targets/common for all):
@@ -20,6 +25,11 @@ in
   options.homelab.binaryCache = {
     server = {
       enable = lib.mkEnableOption "serving this machine's Nix store to the LAN with nix-serve";
+      bindAddress = lib.mkOption {
+        type = lib.types.str;
+        example = "192.168.1.50";
+        description = "Address nix-serve listens on: this machine's LAN address (not 0.0.0.0).";
+      };
       port = lib.mkOption {
         type = lib.types.port;
         default = 5000;
@@ -47,7 +57,7 @@ in
     (lib.mkIf cfg.server.enable {
       services.nix-serve = {
         enable = true;
-        port = cfg.server.port;
+        inherit (cfg.server) bindAddress port;
         secretKeyFile = cfg.server.secretKeyFile;
         openFirewall = true;
       };

@@ -16,11 +16,13 @@
       # "ssh-ed25519 AAAA... monibahmed@laptop"
     ];
 
-    # BOOTSTRAP ONLY: lets you log in on the console of a freshly installed
-    # machine. It is applied only when the account is first created. Remove it
-    # once a key is in authorizedKeys and you have run `passwd` on the target;
-    # `mage check` warns while it is set.
-    initialPassword = "changeme";
+    # No password in this repository: everything here is world-readable in
+    # the Nix store. The password (which sudo asks for) is set on each
+    # machine, once, when it is installed (docs/bootstrap.md, step 1), and
+    # NixOS keeps it (users.mutableUsers is true by default). To manage it
+    # declaratively instead, point at a root-only file ON THE MACHINE holding
+    # a hash from `mkpasswd -m yescrypt` (read at every activation):
+    #   hashedPasswordFile = "/var/lib/secrets/monibahmed.passwd";
   };
 
   # Deployments run `sudo`; members of wheel must type their password.

@@ -4,23 +4,21 @@
 #   mage hardware <target> <address>     (or, on the target:
 #   nixos-generate-config --show-hardware-config > hardware-configuration.nix)
 #
-# It only makes the configuration evaluate: a root file system, a boot loader
-# and the host platform. Deploying it unchanged to a real machine would make it
-# unbootable (the device labels below probably do not exist there).
+# Like that output, it holds the file systems and the host platform, and no
+# boot loader: the boot loader is chosen in configuration.nix. Deploying this
+# placeholder unchanged to a real machine would make it unbootable (the
+# device labels below probably do not exist there).
 { lib, ... }:
 {
   fileSystems."/" = {
     device = "/dev/disk/by-label/nixos";
-    fsType = "ext4"; # fsType has no default in current nixpkgs
+    fsType = "ext4";
   };
   fileSystems."/boot" = {
     device = "/dev/disk/by-label/boot";
     fsType = "vfat";
+    options = [ "fmask=0077" "dmask=0077" ];
   };
-
-  # UEFI with systemd-boot (this also turns GRUB off).
-  boot.loader.systemd-boot.enable = true;
-  boot.loader.efi.canTouchEfiVariables = true;
 
   # Must agree with "system" in target.json.
   nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux";

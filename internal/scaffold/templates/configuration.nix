@@ -8,6 +8,17 @@
 {
   imports = [ ./hardware-configuration.nix ];
 
+  # Boot loader: here, not in hardware-configuration.nix (nixos-generate-config
+  # never writes it there, and `mage hardware` replaces that file). Keep ONE:
+  #
+  # UEFI (the machine shows /sys/firmware/efi): systemd-boot.
+  boot.loader.systemd-boot.enable = true;
+  boot.loader.efi.canTouchEfiVariables = true;
+  #
+  # BIOS (no /sys/firmware/efi): GRUB on the boot disk; remove the two lines
+  # above and name the whole disk, not a partition (`ls -l /dev/disk/by-id`):
+  # boot.loader.grub.device = "/dev/disk/by-id/ata-EXAMPLE_SERIAL";
+
   # For example:
   # services.nginx.enable = true;
   # networking.firewall.allowedTCPPorts = [ 80 ];
