@@ -83,7 +83,7 @@ func Hardware(ctx context.Context, name, address string,
 	rel := filepath.Join("targets", name, "hardware-configuration.nix")
 	// nixos-generate-config leaves the boot loader to configuration.nix.
 	defer func() {
-		if fw, err := sh.Run(ctx, scaffold.FirmwareProbe, nil); err == nil {
+		if fw, err := sess.Run(ctx, "firmware probe", scaffold.FirmwareProbe, nil); err == nil {
 			e.out.Linef("hardware: %s", scaffold.BootAdvice(name, fw.Stdout))
 		}
 	}()
