@@ -90,7 +90,8 @@ func TestFaultSudoPasswordNeverOnDisk(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const host = "dev-workstation"
-	const pw = "Pw-never-on-disk-93e1c"
+	// Made at run time: no file holds it unless the run wrote it.
+	pw := fmt.Sprintf("Pw-never-on-disk-%x", time.Now().UnixNano())
 	if err := f.lab.RequireSudoPassword(ctx, host, pw); err != nil {
 		t.Fatal(err)
 	}
