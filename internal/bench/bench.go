@@ -247,6 +247,14 @@ func (r *runner) newLabShaped(ctx context.Context, n int, extras, shaped bool) (
 	if err != nil {
 		return nil, err
 	}
+	// The baseline (the old scripts: nix copy over ssh-ng://) needs the
+	// deploy user trusted; lab targets trust only root by default.
+	for _, name := range names(n) {
+		if err := l.TrustUser(ctx, name, true); err != nil {
+			l.Down(context.Background())
+			return nil, err
+		}
+	}
 	if !shaped {
 		return l, nil
 	}

@@ -3,10 +3,14 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"os"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/signing"
 	"github.com/monibahmed/nixos-config/internal/target"
 	"github.com/monibahmed/nixos-config/internal/trouble"
 )
@@ -29,18 +33,82 @@ func (j *job) copy(ctx context.Context) *Failure {
 	if len(missing) == 0 {
 		return nil
 	}
-	f := j.transfer(ctx, bytes)
-	if f != nil && f.retry && ctx.Err() == nil {
+	src, f := j.source(ctx, missing)
+	if f != nil {
+		return f
+	}
+	defer src.close()
+	f2 := j.transfer(ctx, bytes, src)
+	if f2 != nil && f2.retry && ctx.Err() == nil {
 		// Transient trouble (paths that appeared meanwhile confuse Nix
 		// 2.8's daemon; a connection reset): once more, from scratch.
-		j.d.Report.Note(j.t.Name, "copy failed ("+f.Cause+"), trying once more")
-		f = j.transfer(ctx, bytes)
+		j.d.Report.Note(j.t.Name, "copy failed ("+f2.Cause+"), trying once more")
+		f2 = j.transfer(ctx, bytes, src)
 	}
-	if f != nil {
-		return f.Failure
+	if f2 != nil {
+		return f2.Failure
 	}
 	j.res.Copied, j.res.Bytes = len(missing), bytes
 	return nil
+}
+
+// copySource is where a copy takes the paths from, and how the target is
+// to accept them (see Trust).
+type copySource struct {
+	opts   nix.CopyOptions
+	paths  []string
+	daemon target.Daemon
+	close  func()
+}
+
+// source prepares the copy for the run's trust mechanism. For signed
+// closures the missing paths are first signed into a temporary binary
+// cache on this machine (no root or trusted user needed here), from which
+// they are copied with their signatures checked by the target.
+func (j *job) source(ctx context.Context, missing map[string]int64) (copySource, *Failure) {
+	src := copySource{paths: []string{j.built.path}, close: func() {}, opts: nix.CopyOptions{Substitute: j.o.Substitute}}
+	switch j.o.Trust {
+	case TrustSudo:
+		src.daemon, src.opts.NoCheckSigs = target.DaemonSudo, true
+	case TrustTrusted:
+		src.daemon, src.opts.NoCheckSigs = target.DaemonUser, true
+	case TrustSigned:
+		if err := signing.Check(j.o.SigningKey); err != nil {
+			return src, &Failure{Section: trouble.TrustedUsers, Cause: err.Error(), Remedy: "see the guide's section on signed closures", Err: err}
+		}
+		dir, err := run.PrivateDir("nixos-config-signed")
+		if err != nil {
+			return src, &Failure{Section: trouble.DiskSpace, Cause: "creating the signing cache: " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}
+		}
+		src.close = func() { os.RemoveAll(dir) }
+		paths := make([]string, 0, len(missing))
+		for p := range missing {
+			paths = append(paths, p)
+		}
+		sort.Strings(paths)
+		cache := "file://" + dir + "?compression=none&secret-key=" + j.o.SigningKey
+		parser := &nix.LogParser{}
+		if err := j.d.Nix.Copy(ctx, paths, nix.CopyOptions{To: cache, NoRecursive: true}, parser); err != nil {
+			src.close()
+			return src, &Failure{Section: trouble.TrustedUsers, Cause: "signing the closure failed: " + target.Clean(strings.Join(parserText(parser, err), " | "), 300),
+				Remedy: "check the signing key (" + j.o.SigningKey + ") and this machine's temporary directory's free space", Err: err}
+		}
+		src.daemon, src.paths = target.DaemonUser, paths
+		src.opts.From, src.opts.NoRecursive = "file://"+dir, true
+	}
+	return src, nil
+}
+
+func parserText(p *nix.LogParser, err error) []string {
+	var text []string
+	for _, e := range p.Errors() {
+		text = append(text, e.Message)
+	}
+	text = append(text, p.Plain()...)
+	if len(text) == 0 {
+		text = append(text, err.Error())
+	}
+	return target.LastLines(strings.Join(text, "\n"), 3)
 }
 
 // missing asks the target which paths of the closure it lacks. A valid
@@ -104,10 +172,10 @@ func (j *job) stallTimeout() time.Duration { return max(j.o.CommandTimeout, 30*t
 
 // transfer runs one `nix copy` through a bridge, with progress from the
 // bytes that cross it.
-func (j *job) transfer(ctx context.Context, total int64) *copyError {
+func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyError {
 	name := j.t.Name
 	j.d.Report.Progress(name, 0, total)
-	b, err := j.sess.OpenBridge(ctx, j.o.Daemon)
+	b, err := j.sess.OpenBridge(ctx, src.daemon)
 	if err != nil {
 		return &copyError{Failure: &Failure{Section: trouble.Network, Cause: "opening the copy's bridge: " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}}
 	}
@@ -133,7 +201,9 @@ func (j *job) transfer(ctx context.Context, total int64) *copyError {
 		}
 	}()
 	parser := &nix.LogParser{}
-	err = j.d.Nix.Copy(cctx, j.built.path, nix.CopyOptions{To: b.URI(), Substitute: j.o.Substitute, NoCheckSigs: true}, parser)
+	opts := src.opts
+	opts.To = b.URI()
+	err = j.d.Nix.Copy(cctx, src.paths, opts, parser)
 	if err == nil {
 		j.d.Report.Progress(name, total, total)
 		return nil
@@ -166,8 +236,7 @@ func (j *job) transfer(ctx context.Context, total int64) *copyError {
 	}
 	switch nix.ClassifyStoreError(all) {
 	case nix.StoreUntrusted:
-		return &copyError{Failure: &Failure{Section: trouble.TrustedUsers, Cause: "the target's Nix refuses unsigned paths from " + j.sess.User,
-			Remedy: "deploy through sudo (the default, -daemon=sudo) or make the target trust signed closures (see the guide)", Err: err}}
+		return &copyError{Failure: untrusted(j, err)}
 	case nix.StoreDiskFull:
 		return &copyError{Failure: diskFull(err)}
 	case nix.StoreDaemonGone:
@@ -181,6 +250,20 @@ func (j *job) transfer(ctx context.Context, total int64) *copyError {
 	}
 	return &copyError{Failure: &Failure{Section: trouble.Network, Cause: "nix copy failed: " + target.Clean(strings.Join(target.LastLines(all, 3), " | "), 400),
 		Remedy: "check the network and the target's disk and Nix", Err: err}, retry: true}
+}
+
+// untrusted explains a refused copy for the run's trust mechanism.
+func untrusted(j *job, err error) *Failure {
+	f := &Failure{Section: trouble.TrustedUsers, Err: err}
+	switch j.o.Trust {
+	case TrustSigned:
+		f.Cause = "the target does not trust this deployer's signing key"
+		f.Remedy = "commit its public key under " + signing.KeysDir + " (mage signingKey writes it) and deploy that once with -trust=sudo"
+	default:
+		f.Cause = "the target's Nix refuses unsigned paths from " + j.sess.User + " (it is not a trusted user there)"
+		f.Remedy = "deploy with -trust=sudo (the default: a root nix-daemon through sudo) or -trust=signed"
+	}
+	return f
 }
 
 func diskFull(err error) *Failure {

@@ -21,7 +21,7 @@ type Nix interface {
 	Version(ctx context.Context) (nix.Version, error)
 	Build(ctx context.Context, f nix.Flake, attrs []string, p *nix.LogParser) ([]string, error)
 	Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error)
-	Copy(ctx context.Context, path string, o nix.CopyOptions, p *nix.LogParser) error
+	Copy(ctx context.Context, paths []string, o nix.CopyOptions, p *nix.LogParser) error
 	EvalJSON(ctx context.Context, f nix.Flake, attr, apply string) (string, error)
 }
 

@@ -45,7 +45,7 @@ func (n *fakeNix) Closures(_ context.Context, paths []string) (map[string]map[st
 	}
 	return m, nil
 }
-func (n *fakeNix) Copy(ctx context.Context, path string, o nix.CopyOptions, p *nix.LogParser) error {
+func (n *fakeNix) Copy(ctx context.Context, paths []string, o nix.CopyOptions, p *nix.LogParser) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.copies++

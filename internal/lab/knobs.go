@@ -269,11 +269,32 @@ func (l *Lab) clearSudoTimestamps(ctx context.Context, host string) error {
 // TrustUser sets whether the host's nix-daemon trusts the deploy user (and so
 // accepts unsigned paths from it), and restarts the daemon.
 func (l *Lab) TrustUser(ctx context.Context, host string, trusted bool) error {
+	return l.editNixConf(ctx, host, func(_ *bool, t *bool, _ *[]string) { *t = trusted })
+}
+
+// TrustKeys sets the signing keys the host's nix-daemon trusts (Nix's
+// trusted-public-keys; none by default) and restarts the daemon.
+func (l *Lab) TrustKeys(ctx context.Context, host string, keys ...string) error {
+	for _, k := range keys {
+		if strings.ContainsAny(k, " \n\t") || !strings.Contains(k, ":") {
+			return fmt.Errorf("invalid public key %q", k)
+		}
+	}
+	return l.editNixConf(ctx, host, func(_ *bool, _ *bool, ks *[]string) { *ks = keys })
+}
+
+func (l *Lab) editNixConf(ctx context.Context, host string, edit func(_ *bool, trusted *bool, keys *[]string)) error {
 	p, err := l.fsPath(host, "etc/nix/nix.conf")
 	if err != nil {
 		return err
 	}
-	if err := rewrite(p, nixConf(l.state.User, trusted)); err != nil {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	trusted, keys := parseNixConf(string(data), l.state.User)
+	edit(nil, &trusted, &keys)
+	if err := rewrite(p, nixConf(l.state.User, trusted, keys)); err != nil {
 		return err
 	}
 	if err := l.StopNixDaemon(ctx, host); err != nil {

@@ -128,21 +128,29 @@ func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[strin
 
 // CopyOptions for Copy.
 type CopyOptions struct {
+	From        string // source store URI (default: the local store)
 	To          string // store URI, e.g. unix:///path/to/bridge.sock
 	Substitute  bool   // let the destination fetch from its own substituters
 	NoCheckSigs bool   // the destination accepts unsigned paths (a trusted client)
+	NoRecursive bool   // exactly the given paths, not their closures
 }
 
-// Copy copies path's closure to another store.
-func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogParser) error {
+// Copy copies paths (with their closures unless NoRecursive) to another store.
+func (n Nix) Copy(ctx context.Context, paths []string, o CopyOptions, parser *LogParser) error {
 	args := []string{"copy", "--log-format", "internal-json", "--to", o.To}
+	if o.From != "" {
+		args = append(args, "--from", o.From)
+	}
 	if o.NoCheckSigs {
 		args = append(args, "--no-check-sigs")
 	}
 	if o.Substitute {
 		args = append(args, "--substitute-on-destination")
 	}
-	args = append(args, path)
+	if o.NoRecursive {
+		args = append(args, "--no-recursive")
+	}
+	args = append(args, paths...)
 	_, err := n.stream(ctx, args, parser, nil)
 	return err
 }
