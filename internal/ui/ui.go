@@ -87,6 +87,15 @@ func (p *Printer) Bold(s string) string { return p.paint(bold, s) }
 // passed through Sanitize, so a cell never carries a raw control character
 // and no row grows wider than the columns times MaxCell.
 func Table(w io.Writer, header []string, rows [][]string) error {
+	return TableMax(w, header, rows, MaxCell)
+}
+
+// TableMax is Table with cells of up to maxCell columns, for local data
+// that is longer by nature (store paths).
+func TableMax(w io.Writer, header []string, rows [][]string, maxCell int) error {
+	if maxCell < 2 {
+		maxCell = MaxCell
+	}
 	all := append([][]string{header}, rows...)
 	cells := make([][]cell, len(all))
 	widths := make([]int, len(header))
@@ -95,7 +104,7 @@ func Table(w io.Writer, header []string, rows [][]string) error {
 			if j >= len(widths) {
 				break
 			}
-			cl := tableCell(c, MaxCell)
+			cl := tableCell(c, maxCell)
 			cells[i] = append(cells[i], cl)
 			if cl.width > widths[j] {
 				widths[j] = cl.width
