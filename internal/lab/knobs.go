@@ -404,3 +404,20 @@ func (l *Lab) InstallCommand(ctx context.Context, host, name, script string) err
 	_, err = l.Exec(ctx, host, "/bin/sh", "-c", `mountpoint -q /usr/local/bin && [ "$(stat -c %i /usr/local/bin)" = "$(stat -c %i "$1")" ] || mount --bind "$1" /usr/local/bin`, "install-command", dir)
 	return err
 }
+
+// RemoveCommand removes a script InstallCommand put into the host's
+// /usr/local/bin (nothing happens when there is none).
+func (l *Lab) RemoveCommand(host, name string) error {
+	h, err := l.Host(host)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(name, "/ ") || name == "" {
+		return fmt.Errorf("invalid command name %q", name)
+	}
+	err = os.Remove(filepath.Join(h.Dir, "fs", "usr-local-bin", name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
