@@ -202,7 +202,7 @@ func TestHostileProbeEndsLate(t *testing.T) {
 func TestHostileEndlessBanner(t *testing.T) {
 	s := serve(t, hostile.Behaviour{RawLine: "\x1b[2J" + strings.Repeat("x", 1000)})
 	h, _, took := scanOne(t, s, "", nil)
-	if h.SSHVersion != "" || h.LoggedIn || h.AuthError == "" {
+	if h.SSHVersion != "" || h.LoggedIn || h.AuthError != "not an SSH server (no SSH identification line)" {
 		t.Errorf("host: %+v", h)
 	}
 	if took > bound {

@@ -200,8 +200,11 @@ func inspectHost(ctx context.Context, h *Host, o Options) {
 			h.AuthError = "our keys were not accepted for " + o.User
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			h.AuthError = fmt.Sprintf("no SSH handshake within %v", o.HostTimeout)
+		case h.SSHVersion == "":
+			h.AuthError = "not an SSH server (no SSH identification line)"
 		default:
-			h.AuthError = "SSH handshake failed: " + ui.Sanitize(err.Error(), 200)
+			msg := strings.ReplaceAll(err.Error(), "ssh: handshake failed: ", "")
+			h.AuthError = "SSH handshake failed: " + ui.Sanitize(strings.TrimPrefix(msg, "ssh: "), 200)
 		}
 		return
 	}

@@ -20,9 +20,9 @@ import (
 
 // measured is a mage run with the process's own resource use.
 type measured struct {
-	testutil.Result        // the first MiB of each output
-	StdoutBytes     int64  // all it wrote
-	StderrBytes     int64  //
+	testutil.Result       // the first MiB of each output
+	StdoutBytes     int64 // all it wrote
+	StderrBytes     int64 //
 	Wall            time.Duration
 	MaxRSS          int64 // bytes, from the kernel's rusage of the process
 	Killed          bool  // the test's time limit ended it

@@ -183,3 +183,21 @@ func safeLines(s string) string {
 	}
 	return b.String()
 }
+
+// SanitizeError wraps err (which may quote remote output: a command's
+// stderr, a peer's disconnect message) so that its message is sanitized and
+// at most max runes long; errors.Is/As still see err.
+func SanitizeError(err error, max int) error {
+	if err == nil {
+		return nil
+	}
+	return &sanitizedError{msg: Sanitize(err.Error(), max), err: err}
+}
+
+type sanitizedError struct {
+	msg string
+	err error
+}
+
+func (e *sanitizedError) Error() string { return e.msg }
+func (e *sanitizedError) Unwrap() error { return e.err }

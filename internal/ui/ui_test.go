@@ -2,6 +2,8 @@ package ui
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +156,16 @@ func TestLinefEscapesForeignControls(t *testing.T) {
 	p.Linef("%s holder %s\nnext", p.OK("ok"), "evil\x1b]0;t\a\rx")
 	if got, want := b.String(), green+"ok"+reset+` holder evil\x1b]0;t\a\rx`+"\nnext\n"; got != want {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestSanitizeError(t *testing.T) {
+	base := errors.New("remote said \x1b[2Jhi")
+	err := SanitizeError(fmt.Errorf("step: %w", base), 0)
+	if err.Error() != `step: remote said \x1b[2Jhi` || !errors.Is(err, base) {
+		t.Fatalf("%q", err)
+	}
+	if SanitizeError(nil, 0) != nil {
+		t.Fatal("nil")
 	}
 }
