@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	xknownhosts "golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/testutil/hostile"
@@ -282,5 +283,28 @@ func TestValidators(t *testing.T) {
 		if generationOf(s) != g {
 			t.Errorf("generationOf(%q) = %d, want %d", s, generationOf(s), g)
 		}
+	}
+}
+
+func TestChangedKeyKnownForAnotherAddress(t *testing.T) {
+	s := serve(t, hostile.Behaviour{Answer: hostile.Reply("box\n")})
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	otherKey, _ := ssh.NewSignerFromKey(other)
+	kh := knownHostsFile(t,
+		"[127.0.0.1]:"+strconv.Itoa(port(t, s))+" "+authorized(otherKey.PublicKey()),
+		"10.77.0.13 "+authorized(s.Key))
+	h, _, _ := scanOne(t, s, kh, nil)
+	if h.KeyStatus != KeyChanged || h.LoggedIn || strings.Join(h.KeyKnownFor, ",") != "10.77.0.13" ||
+		!hasNote(h, "host key changed at 127.0.0.1, and known_hosts has the key it presents for 10.77.0.13: machines swapped addresses") {
+		t.Errorf("host: %+v", h)
+	}
+}
+
+func TestKeyKnownForAHashedEntry(t *testing.T) {
+	s := serve(t, hostile.Behaviour{Answer: hostile.Reply("box\n")})
+	kh := knownHostsFile(t, "# comment", "garbage line", xknownhosts.HashHostname("10.77.0.14")+" "+authorized(s.Key))
+	h, _, _ := scanOne(t, s, kh, nil)
+	if want := "a hashed entry (" + kh + ":3)"; strings.Join(h.KeyKnownFor, ",") != want {
+		t.Errorf("known for %q, want %q", h.KeyKnownFor, want)
 	}
 }

@@ -184,7 +184,7 @@ func inspectHost(ctx context.Context, h *Host, o Options) {
 	}
 	sconn, chans, reqs, err := ssh.NewClientConn(conn, hp, cfg)
 	h.SSHVersion = conn.banner()
-	if h.KeyStatus == KeyUnknown && presented != nil {
+	if (h.KeyStatus == KeyUnknown || h.KeyStatus == KeyChanged) && presented != nil {
 		h.KeyKnownFor = knownElsewhere(files, presented, h.Address, o.Port)
 	}
 	if err != nil {

@@ -48,11 +48,12 @@ func knownElsewhere(files []string, key ssh.PublicKey, addr string, port int) []
 			for _, h := range hosts {
 				switch {
 				case strings.HasPrefix(h, "|1|"):
-					h = "a hashed entry (" + f + ":" + strconv.Itoa(n) + ")"
+					h = "a hashed entry (" + ui.Sanitize(f, 200) + ":" + strconv.Itoa(n) + ")"
 				case self[h] || strings.HasPrefix(h, "!"):
 					continue
+				default:
+					h = ui.Sanitize(h, maxNote)
 				}
-				h = ui.Sanitize(h, maxNote)
 				if !contains(out, h) && len(out) < 5 {
 					out = append(out, h)
 				}

@@ -187,7 +187,13 @@ func Scan(ctx context.Context, subnets []netip.Prefix, inv *inventory.Inventory,
 
 	match(hosts, inv, res)
 	for i := range hosts {
-		if h := &hosts[i]; len(h.KeyKnownFor) > 0 && h.MatchBy != "host key" {
+		h := &hosts[i]
+		switch {
+		case len(h.KeyKnownFor) == 0 || h.MatchBy == "host key":
+		case h.KeyStatus == KeyChanged:
+			h.Notes = append(h.Notes, fmt.Sprintf("host key changed at %s, and known_hosts has the key it presents for %s: machines swapped addresses, or something answers with a copy of that key (spoofing); verify the fingerprint on the machines' consoles (%s)",
+				h.Address, strings.Join(h.KeyKnownFor, ", "), trouble.See(trouble.HostKeys)))
+		default:
 			h.Notes = append(h.Notes, fmt.Sprintf("host key unknown at %s, but known_hosts has it for %s: the host moved, or something answers with a copy of its key (spoofing); verify the fingerprint on the machine's console (%s)",
 				h.Address, strings.Join(h.KeyKnownFor, ", "), trouble.See(trouble.HostKeys)))
 		}
