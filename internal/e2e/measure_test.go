@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,8 +23,9 @@ type measured struct {
 	StdoutBytes     int64 // all it wrote
 	StderrBytes     int64 //
 	Wall            time.Duration
-	MaxRSS          int64 // bytes, from the kernel's rusage of the process
-	Killed          bool  // the test's time limit ended it
+	MaxRSS          int64         // bytes, from the kernel's rusage of the process
+	CPU             time.Duration // user + system time of the process (and the children it waited for)
+	Killed          bool          // the test's time limit ended it
 }
 
 // capped keeps the first MiB written and counts the rest.
@@ -80,7 +80,8 @@ func rusageWrapper() int {
 		return 125
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		os.WriteFile(os.Getenv(rusageWrapperEnv), []byte(strconv.FormatInt(ru.Maxrss*1024, 10)), 0o644)
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		os.WriteFile(os.Getenv(rusageWrapperEnv), fmt.Appendf(nil, "%d %d", ru.Maxrss*1024, cpu), 0o644)
 	}
 	return cmd.ProcessState.ExitCode()
 }
@@ -117,12 +118,14 @@ func runMeasured(t *testing.T, dir string, limit time.Duration, args ...string) 
 		t.Fatalf("running mage %v: %v", args, err)
 	}
 	if data, err := os.ReadFile(rusage); err == nil {
-		m.MaxRSS, _ = strconv.ParseInt(string(data), 10, 64)
+		var cpu int64
+		fmt.Sscanf(string(data), "%d %d", &m.MaxRSS, &cpu)
+		m.CPU = time.Duration(cpu)
 	} else if !m.Killed {
 		t.Errorf("no rusage of mage: %v", err)
 	}
-	t.Logf("mage %s: exit %d, %v, max RSS %.1f MiB, %d+%d bytes of output%s", strings.Join(args, " "), m.Code, m.Wall.Round(10*time.Millisecond),
-		float64(m.MaxRSS)/(1<<20), m.StdoutBytes, m.StderrBytes, map[bool]string{true: ", KILLED at the test's limit"}[m.Killed])
+	t.Logf("mage %s: exit %d, %v (CPU %v), max RSS %.1f MiB, %d+%d bytes of output%s", strings.Join(args, " "), m.Code, m.Wall.Round(10*time.Millisecond),
+		m.CPU.Round(10*time.Millisecond), float64(m.MaxRSS)/(1<<20), m.StdoutBytes, m.StderrBytes, map[bool]string{true: ", KILLED at the test's limit"}[m.Killed])
 	return m
 }
 
