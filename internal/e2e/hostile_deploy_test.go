@@ -153,7 +153,8 @@ func TestHostileStatusAndGenerationsHang(t *testing.T) {
 func TestHostileLockHolder(t *testing.T) {
 	f := newFixture(t)
 	pid := f.exec("lab-server", `head -c 52428800 /dev/zero | tr '\0' x > /run/nixos-config.lock.info; printf '\033]0;pwned\007\033[2J\r' >> /run/nixos-config.lock.info; setsid flock /run/nixos-config.lock sleep 300 >/dev/null 2>&1 </dev/null & echo $!`)
-	t.Cleanup(func() { f.exec("lab-server", "kill "+pid+"; rm -f /run/nixos-config.lock.info") })
+	// The process group: flock and its sleep, which holds the lock.
+	t.Cleanup(func() { f.exec("lab-server", "kill -- -"+pid+"; rm -f /run/nixos-config.lock.info") })
 	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s")
 	m.failsBounded(t, "lab-server is being deployed by")
 	s := f.mageMeasured(100*time.Second, "status", "-lab", "-timeout=3s")

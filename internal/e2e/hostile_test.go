@@ -142,7 +142,8 @@ func TestHostileHistoryAndLockInfo(t *testing.T) {
 
 	// A deployment in progress whose lock information is hostile.
 	pid := f.exec("lab-server", `printf 'evil\033]0;pwned\007\033[2J\rsomeone' > /run/nixos-config.lock.info; setsid flock /run/nixos-config.lock sleep 300 >/dev/null 2>&1 </dev/null & echo $!`)
-	t.Cleanup(func() { f.exec("lab-server", "kill "+pid+"; rm -f /run/nixos-config.lock.info") })
+	// The process group: flock and its sleep, which holds the lock.
+	t.Cleanup(func() { f.exec("lab-server", "kill -- -"+pid+"; rm -f /run/nixos-config.lock.info") })
 	s := f.mageMeasured(3*time.Minute, "status", "-lab")
 	if s.Code != 0 {
 		t.Fatalf("status: exit %d:\n%s", s.Code, s.Combined())
