@@ -21,9 +21,10 @@ import (
 
 // Bounds of a run against a hostile target. A normal lab deploy of
 // lab-server measures about 27 MiB max RSS here (the mage process and the
-// children it waited for, nix included).
+// children it waited for, nix included); what a hostile target sends is
+// 50 to 100 MB, so keeping it in memory cannot pass.
 const (
-	hostileRSS  = 160 // MiB
+	hostileRSS  = 64 // MiB
 	hostileOut  = 64  // KiB
 	hostileWall = 90 * time.Second
 )
@@ -94,7 +95,7 @@ func TestHostileDeployAllOneTargetHangs(t *testing.T) {
 	f := newFixture(t)
 	f.install("media-center", "hostname", sleeper(`media-center\n`))
 	m := f.mageMeasured(150*time.Second, "deployAll", "-lab", "-timeout=3s")
-	m.bounded(t, 2*time.Minute, hostileRSS, hostileOut)
+	m.bounded(t, 2*time.Minute, 96, hostileOut) // one evaluation of three systems
 	assertNoRawControls(t, "output", m.Combined())
 	if m.Code == 0 || m.Killed {
 		t.Fatalf("exit %d (killed: %v)", m.Code, m.Killed)
