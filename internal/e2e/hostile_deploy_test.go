@@ -25,7 +25,7 @@ import (
 // 50 to 100 MB, so keeping it in memory cannot pass.
 const (
 	hostileRSS  = 64 // MiB
-	hostileOut  = 64  // KiB
+	hostileOut  = 64 // KiB
 	hostileWall = 90 * time.Second
 )
 
