@@ -283,7 +283,7 @@ func buildTargets(ctx context.Context, only []string, rev *string, offline, lab 
 		rows = append(rows, []string{b.Target, b.Path, deploy.HumanBytes(b.ClosureSize)})
 	}
 	e.out.Linef("build: commit %s", commit)
-	if err := ui.Table(os.Stdout, []string{"TARGET", "SYSTEM", "CLOSURE"}, rows); err != nil {
+	if err := ui.TableMax(os.Stdout, []string{"TARGET", "SYSTEM", "CLOSURE"}, rows, 200); err != nil { // store paths in full
 		return err
 	}
 	if len(errs) > 0 {

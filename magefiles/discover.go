@@ -134,7 +134,10 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 	}
 	e.out.Linef("discover: %d SSH hosts among %d addresses in %s", len(res.Hosts), res.Scanned, res.Duration.Round(10*time.Millisecond))
 	var rows [][]string
+	var notes []string
 	for _, h := range res.Hosts {
+		// Every string of h that came from the host is validated or
+		// sanitized by the discover package; ui.Table sanitizes again.
 		host := h.Hostname
 		if host == "" {
 			host = "?"
@@ -154,8 +157,16 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 			key = e.out.OK(key)
 		case discover.KeyChanged:
 			key = e.out.Bad("CHANGED")
+		case discover.KeyOtherType:
+			key = e.out.Bad("OTHER KEY TYPE")
+		case discover.KeyRevoked:
+			key = e.out.Bad("REVOKED")
 		case discover.KeyUnknown:
-			key = e.out.Warning(key)
+			if len(h.KeyKnownFor) > 0 {
+				key = e.out.Warning("unknown here, known for " + strings.Join(h.KeyKnownFor, ","))
+			} else {
+				key = e.out.Warning(key)
+			}
 		}
 		nixos := "-"
 		switch {
@@ -169,9 +180,15 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 			nixos = "? (" + h.AuthError + ")"
 		}
 		rows = append(rows, []string{h.Address, host, target, key, h.Fingerprint, nixos, h.SSHVersion})
+		for _, n := range h.Notes {
+			notes = append(notes, h.Address+": "+ui.Sanitize(n, 0))
+		}
 	}
 	if err := ui.Table(os.Stdout, []string{"ADDRESS", "HOSTNAME", "TARGET", "KEY", "FINGERPRINT", "NIXOS", "SSH"}, rows); err != nil {
 		return err
+	}
+	for _, n := range notes {
+		fmt.Println(e.out.Warning("note:"), n)
 	}
 	if len(res.NotFound) > 0 {
 		var nf []string

@@ -159,14 +159,14 @@ func Generations(ctx context.Context, name, address string,
 		}
 		commit, deployer, mode, result := "-", "-", "-", "-"
 		if g.Deploy != nil {
-			commit = short(g.Deploy.Commit)
+			commit = ui.Sanitize(short(g.Deploy.Commit), 0)
 			if g.Deploy.Dirty {
 				commit += " (dirty)"
 			}
 			if g.Deploy.SameSystemAs != "" {
-				commit += " (same system as " + short(g.Deploy.SameSystemAs) + ")"
+				commit += " (same system as " + ui.Sanitize(short(g.Deploy.SameSystemAs), 0) + ")"
 			}
-			deployer, mode, result = g.Deploy.Deployer, g.Deploy.Mode, g.Deploy.Result
+			deployer, mode, result = ui.Sanitize(g.Deploy.Deployer, 0), ui.Sanitize(g.Deploy.Mode, 0), ui.Sanitize(g.Deploy.Result, 0)
 			if g.Deploy.RolledBackTo > 0 {
 				result += " to " + strconv.Itoa(g.Deploy.RolledBackTo)
 			}
@@ -223,7 +223,7 @@ func Status(ctx context.Context,
 		if s.Generation > 0 {
 			gen = strconv.Itoa(s.Generation)
 		}
-		commit := short(s.Commit)
+		commit := ui.Sanitize(short(s.Commit), 0)
 		if s.Dirty {
 			commit += "-dirty"
 		}
@@ -236,11 +236,11 @@ func Status(ctx context.Context,
 		}
 		last := "-"
 		if s.Deployer != "" {
-			last = s.Deployer + " " + s.DeployedAt
+			last = ui.Sanitize(s.Deployer+" "+s.DeployedAt, 0)
 		}
 		busy := "-"
 		if s.InProgress != "" {
-			busy = e.out.Warning("deploying: " + s.InProgress)
+			busy = e.out.Warning("deploying: " + ui.Sanitize(s.InProgress, 0))
 		}
 		rows = append(rows, []string{s.Target, s.Address, reach, gen, commit, state, last, busy})
 	}
@@ -249,7 +249,7 @@ func Status(ctx context.Context,
 	}
 	for _, s := range st {
 		if s.Error != "" {
-			fmt.Printf("%s: %s\n", s.Target, strings.TrimSpace(s.Error))
+			fmt.Printf("%s: %s\n", s.Target, ui.Sanitize(strings.TrimSpace(s.Error), 0))
 		}
 		if s.Note != "" {
 			fmt.Printf("%s: %s\n", s.Target, s.Note)

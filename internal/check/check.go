@@ -102,6 +102,7 @@ func (c *Checker) Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, &StageError{4, "security lint", evalHint(err, flake.Offline())}
 	}
+	warnings = append(warnings, HardwareWarnings(opts.Root, inv)...)
 	res.Warnings = warnings
 	if len(warnings) == 0 {
 		c.Out.Linef("check 4/4 security: %s", c.Out.OK("ok"))

@@ -544,3 +544,20 @@ func (l *Lab) SudoersExtra(ctx context.Context, host, lines string) error {
 	}
 	return l.clearSudoTimestamps(ctx, host)
 }
+
+// RemoveCommand removes a script InstallCommand put into the host's
+// /usr/local/bin (nothing happens when there is none).
+func (l *Lab) RemoveCommand(host, name string) error {
+	h, err := l.Host(host)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(name, "/ ") || name == "" {
+		return fmt.Errorf("invalid command name %q", name)
+	}
+	err = os.Remove(filepath.Join(h.Dir, "fs", "usr-local-bin", name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

@@ -27,13 +27,14 @@ const (
 	Inventory    = "inventory"
 	Check        = "mage-check"
 	Discovery    = "discovery"
+	Hardware     = "hardware-configuration"
 	Lab          = "the-lab"
 )
 
 // Sections lists every section the code refers to.
 func Sections() []string {
 	return []string{Network, HostKeys, Auth, Sudo, TrustedUsers, DiskSpace, Eval, Build, Activation, Health,
-		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, GitState, Inventory, Check, Discovery, Lab}
+		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, GitState, Inventory, Check, Discovery, Hardware, Lab}
 }
 
 // See is the reference appended to error messages.
