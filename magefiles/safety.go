@@ -71,6 +71,19 @@ func remoteDeployer(e *env, fl *fleet, f remoteFlags) (*deploy.Deployer, deploy.
 	return d, o, nil
 }
 
+// quickCommand is the default bound on each remote command of the tasks
+// that only read a target (status, generations): no target holds them up
+// for long.
+const quickCommand = 20 * time.Second
+
+func quick(cmdtimeout *time.Duration) *time.Duration {
+	if cmdtimeout != nil {
+		return cmdtimeout
+	}
+	d := quickCommand
+	return &d
+}
+
 func rollbackTo(ctx context.Context, name, address string, generation int, f remoteFlags) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, f.lab, f.user)
 	if err != nil {
@@ -134,13 +147,13 @@ func Generations(ctx context.Context, name, address string,
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
 	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
-	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 20s)
 ) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
 		return err
 	}
-	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
+	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: quick(cmdtimeout)})
 	if err != nil {
 		return err
 	}
@@ -189,18 +202,14 @@ func Status(ctx context.Context,
 	asksudo *bool, // ask for the sudo password before starting (the history is root-only)
 	lab *bool, // the lab's targets (with the nixpkgs test double)
 	offline *bool, // evaluate HEAD with the nixpkgs test double
-	timeout *time.Duration, // SSH connect timeout per target (default 5s)
-	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
+	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 20s)
 ) error {
 	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return err
 	}
-	if timeout == nil {
-		five := 5 * time.Second
-		timeout = &five
-	}
-	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, timeout: timeout, cmdtimeout: cmdtimeout})
+	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, timeout: timeout, cmdtimeout: quick(cmdtimeout)})
 	if err != nil {
 		return err
 	}

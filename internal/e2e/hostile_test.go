@@ -68,7 +68,7 @@ func TestHostileDiscover(t *testing.T) {
 			[]string{"not an SSH server (no SSH identification line)"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			addr := f.labAddr(202 + i)
+			addr := f.labAddr(210 + i) // above the lab's own extra hosts (.200-.202)
 			s := f.hostileAt(addr, c.b)
 			m := f.mageMeasured(2*time.Minute, "discover:subnet", addr+"/32", "-lab")
 			t.Logf("the server sent %d bytes", s.Sent.Load())
@@ -123,11 +123,13 @@ func TestHostileHostnameOnTarget(t *testing.T) {
 func TestHostileHistoryAndLockInfo(t *testing.T) {
 	f := newFixture(t)
 	evil := `evil\u001b]0;pwned\u0007\u001b[2J\rmallory@x\u009b31m\u202e`
-	entry := `{"id":"x1","kind":"deploy","generation":3,"path":"/tmp/sys3","commit":"\u001b[2J0123456789abcdef","deployer":"` + evil +
+	// A system in the target's store (paths outside it are refused as facts).
+	const sys3 = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-sys3"
+	entry := `{"id":"x1","kind":"deploy","generation":3,"path":"` + sys3 + `","commit":"\u001b[2J0123456789abcdef","deployer":"` + evil +
 		`","time":"2026-11-26T10:00:00Z\u001b[8m","mode":"switch\u001b]8;;http://x/\u001b\\","result":"ok\r\u001b[2K"}`
-	f.exec("lab-server", "mkdir -p /tmp/sys3 /var/lib/nixos-config && echo 26.11 > /tmp/sys3/nixos-version && ln -sfn /tmp/sys3 /nix/var/nix/profiles/system-3-link && ln -sfn system-3-link /nix/var/nix/profiles/system && ln -sfn /tmp/sys3 /run/current-system && cat > /var/lib/nixos-config/history.jsonl <<'END'\n"+entry+"\nEND\nchmod 644 /var/lib/nixos-config/history.jsonl")
+	f.exec("lab-server", "mkdir -p "+sys3+" /var/lib/nixos-config && echo 26.11 > "+sys3+"/nixos-version && ln -sfn "+sys3+" /nix/var/nix/profiles/system-3-link && ln -sfn system-3-link /nix/var/nix/profiles/system && ln -sfn "+sys3+" /run/current-system && cat > /var/lib/nixos-config/history.jsonl <<'END'\n"+entry+"\nEND\nchmod 600 /var/lib/nixos-config/history.jsonl")
 	t.Cleanup(func() {
-		f.exec("lab-server", "rm -rf /var/lib/nixos-config /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-3-link")
+		f.exec("lab-server", "rm -rf /var/lib/nixos-config /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-3-link "+sys3)
 	})
 
 	g := f.mageMeasured(2*time.Minute, "generations", "lab-server", "-", "-lab")

@@ -95,20 +95,34 @@ func ListenIn(netnsPath, addr string, b Behaviour) (*Server, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// The thread is never unlocked: it ends with this goroutine, and its
-		// namespace with it. The socket stays in the namespace it was made in.
+		// The socket stays in the namespace it was made in. The thread goes
+		// back to its own namespace afterwards: a thread left in the lab's
+		// namespace (the main thread cannot end) would make this process
+		// one of the lab host's, to be killed with it.
 		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer own.Close()
 		f, err := os.Open(netnsPath)
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, fmt.Errorf("entering %s: %w", netnsPath, err)}
 			return
 		}
 		l, err := net.Listen("tcp", addr)
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread ends with this goroutine
 		ch <- result{l, err}
 	}()
 	r := <-ch
