@@ -26,7 +26,7 @@ func (n Nix) Build(ctx context.Context, f Flake, attrs []string, parser *LogPars
 		args = append(args, f.Ref()+"#"+a)
 	}
 	args = append(args, f.Args()...)
-	out, err := n.stream(ctx, args, parser, nil)
+	out, err := n.stream(ctx, f.Offline(), args, parser, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -46,21 +46,14 @@ func (n Nix) Build(ctx context.Context, f Flake, attrs []string, parser *LogPars
 	return paths, nil
 }
 
-// stream runs nix with stderr going to the parser (when given).
-func (n Nix) stream(ctx context.Context, args []string, parser *LogParser, env []string) (string, error) {
-	args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
-	c := run.Cmd{Name: n.bin(), Args: args, Env: append(append([]string(nil), n.Env...), env...)}
+// stream runs nix (with the toolkit's settings, GlobalArgs) with stderr
+// going to the parser (when given).
+func (n Nix) stream(ctx context.Context, offline bool, args []string, parser *LogParser, env []string) (string, error) {
+	c := run.Cmd{Name: n.bin(), Args: append(GlobalArgs(offline), args...), Env: append(append([]string(nil), n.Env...), env...)}
 	if parser != nil {
 		c.Stderr = parser
 	}
-	out, err := run.Output(ctx, n.Runner, c)
-	if err != nil {
-		var ee *run.ExitError
-		if !errors.As(err, &ee) && strings.Contains(err.Error(), "executable file not found") {
-			return "", ErrNotInstalled
-		}
-	}
-	return out, err
+	return n.run(ctx, c)
 }
 
 // PathInfo is one store path's metadata.
@@ -99,7 +92,7 @@ func parsePathInfo(out string) ([]PathInfo, error) {
 
 // ClosureSizes returns the closure size of each path.
 func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64, error) {
-	out, err := n.stream(ctx, append([]string{"path-info", "--json", "-S"}, paths...), nil, nil)
+	out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "-S"}, paths...), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +109,7 @@ func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64
 
 // Closure lists every path in the closure of path with its size.
 func (n Nix) Closure(ctx context.Context, path string) ([]PathInfo, error) {
-	out, err := n.stream(ctx, []string{"path-info", "--json", "-r", path}, nil, nil)
+	out, err := n.stream(ctx, false, []string{"path-info", "--json", "-r", path}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +119,7 @@ func (n Nix) Closure(ctx context.Context, path string) ([]PathInfo, error) {
 // Closures returns the closure (path -> NAR size) of each of paths, from
 // one `nix path-info` for all of them.
 func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error) {
-	out, err := n.stream(ctx, append([]string{"path-info", "--json", "-r"}, paths...), nil, nil)
+	out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "-r"}, paths...), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +173,12 @@ func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogPa
 	if o.SSHOpts != "" {
 		env = append(env, "NIX_SSHOPTS="+o.SSHOpts)
 	}
-	_, err := n.stream(ctx, args, parser, env)
+	_, err := n.stream(ctx, false, args, parser, env)
+	var envErr *EnvError
+	if errors.As(err, &envErr) {
+		// The output mixes this machine's Nix with the target's (whose
+		// daemon socket errors read the same): the caller tells them apart.
+		return envErr.Err
+	}
 	return err
 }

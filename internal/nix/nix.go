@@ -104,40 +104,50 @@ var ErrNotInstalled = errors.New("nix is not installed (or not on PATH): install
 
 // Version runs `nix --version`.
 func (n Nix) Version(ctx context.Context) (Version, error) {
-	out, err := n.output(ctx, "nix", "--version")
+	out, err := n.run(ctx, run.Cmd{Name: n.bin(), Args: []string{"--version"}})
 	if err != nil {
 		return Version{}, err
 	}
 	return ParseVersion(out)
 }
 
-func (n Nix) output(ctx context.Context, name string, args ...string) (string, error) {
+// output runs a nix command (name "nix" is n.Bin) with the toolkit's own
+// settings (GlobalArgs) before args.
+func (n Nix) output(ctx context.Context, name string, offline bool, args ...string) (string, error) {
 	if name == "nix" {
 		name = n.bin()
 	}
-	if name == n.bin() && !(len(args) == 1 && args[0] == "--version") {
-		// Flakes and the nix command are still experimental features; users
-		// should not have to edit nix.conf to use the toolkit.
-		args = append([]string{"--extra-experimental-features", "nix-command flakes"}, args...)
-	}
-	out, err := run.Output(ctx, n.Runner, run.Cmd{Name: name, Args: args, Env: n.Env})
+	return n.run(ctx, run.Cmd{Name: name, Args: append(GlobalArgs(offline), args...), Env: n.Env})
+}
+
+func (n Nix) run(ctx context.Context, c run.Cmd) (string, error) {
+	out, err := run.Output(ctx, n.Runner, c)
 	if err != nil {
 		var ee *run.ExitError
 		if !errors.As(err, &ee) && strings.Contains(err.Error(), "executable file not found") {
 			return "", ErrNotInstalled
 		}
+		if errors.As(err, &ee) && !ee.Canceled {
+			if env := Environment(ee.Stderr); env != nil {
+				env.Err = err
+				return out, env
+			}
+		}
 	}
 	return out, err
 }
 
-// ParseFile checks the syntax of one Nix file.
+// ParseFile checks the syntax of one Nix file. Parsing needs no store: the
+// dummy store keeps nix-instantiate away from /nix and the daemon, so that
+// it works for any user (and without a daemon socket this user may open).
 func (n Nix) ParseFile(ctx context.Context, path string) error {
-	_, err := n.output(ctx, "nix-instantiate", "--parse", path)
+	_, err := n.output(ctx, "nix-instantiate", false, "--store", "dummy://", "--parse", path)
 	if err == nil {
 		return nil
 	}
 	var ee *run.ExitError
-	if errors.As(err, &ee) {
+	var env *EnvError
+	if errors.As(err, &ee) && !errors.As(err, &env) {
 		return ParseError(ee.Stderr, "")
 	}
 	return err
@@ -217,7 +227,7 @@ func lastNonEmpty(lines []string) string {
 // FlakeCheck runs `nix flake check` on the flake.
 func (n Nix) FlakeCheck(ctx context.Context, f Flake) error {
 	args := append([]string{"flake", "check", f.Ref()}, f.Args()...)
-	_, err := n.output(ctx, "nix", args...)
+	_, err := n.output(ctx, "nix", f.Offline(), args...)
 	return n.wrap(err, f)
 }
 
@@ -226,7 +236,8 @@ func (n Nix) wrap(err error, f Flake) error {
 		return nil
 	}
 	var ee *run.ExitError
-	if errors.As(err, &ee) && !ee.Canceled {
+	var env *EnvError
+	if errors.As(err, &ee) && !ee.Canceled && !errors.As(err, &env) {
 		return ParseError(ee.Stderr, f.Dir)
 	}
 	return err
@@ -240,7 +251,7 @@ func (n Nix) EvalJSON(ctx context.Context, f Flake, attr, apply string) (string,
 		args = append(args, "--apply", apply)
 	}
 	args = append(args, f.Args()...)
-	out, err := n.output(ctx, "nix", args...)
+	out, err := n.output(ctx, "nix", f.Offline(), args...)
 	return out, n.wrap(err, f)
 }
 
