@@ -105,8 +105,8 @@ func (f *fixture) commit(msg string) string {
 func (f *fixture) system(target, rev string) string {
 	f.t.Helper()
 	fl := nix.Flake{Dir: f.repo, Nixpkgs: filepath.Join(f.repo, nix.DoubleDir), Rev: rev}
-	args := append([]string{"--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json",
-		fl.Ref() + "#" + nix.Toplevel(target)}, fl.Args()...)
+	args := append(append(nix.GlobalArgs(true), "build", "--no-link", "--json",
+		fl.Ref()+"#"+nix.Toplevel(target)), fl.Args()...)
 	out, err := exec.Command("nix", args...).Output()
 	if err != nil {
 		f.t.Fatalf("nix build %s: %v", target, err)
