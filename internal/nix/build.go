@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
 	"sort"
 	"strings"
 
@@ -64,8 +63,11 @@ type PathInfo struct {
 	References  []string `json:"references"`
 }
 
-// parsePathInfo reads `nix path-info --json`: an array in Nix < 2.19, an
-// object keyed by path in newer versions.
+// parsePathInfo reads `nix path-info --json` in each format Nix has had:
+// an array (< 2.19), an object keyed by full store path (2.19 up to
+// --json-format 1), and --json-format 2 (2.34 and later):
+// {"info":{<base name>:{..., "references":[<base names>]}},"storeDir":...,"version":2}.
+// Paths and references come back as full store paths in every case.
 func parsePathInfo(out string) ([]PathInfo, error) {
 	out = strings.TrimSpace(out)
 	var list []PathInfo
@@ -75,28 +77,74 @@ func parsePathInfo(out string) ([]PathInfo, error) {
 		}
 		return list, nil
 	}
-	var m map[string]*PathInfo
-	if err := json.Unmarshal([]byte(out), &m); err != nil {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &top); err != nil {
 		return nil, err
 	}
-	for p, info := range m {
-		if info == nil {
-			return nil, fmt.Errorf("%s is not valid", p)
+	if v2, ok := top["info"]; ok && top["version"] != nil {
+		var doc struct {
+			Info     map[string]*PathInfo `json:"info"`
+			StoreDir string               `json:"storeDir"`
+			Version  int                  `json:"version"`
 		}
-		info.Path = p
-		list = append(list, *info)
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			return nil, err
+		}
+		if doc.Version != 2 || doc.StoreDir == "" || v2 == nil {
+			return nil, fmt.Errorf("nix path-info: unknown JSON format version %d", doc.Version)
+		}
+		full := func(p string) string {
+			if strings.HasPrefix(p, "/") {
+				return p
+			}
+			return strings.TrimSuffix(doc.StoreDir, "/") + "/" + p
+		}
+		for base, info := range doc.Info {
+			if info == nil {
+				return nil, fmt.Errorf("%s is not valid", full(base))
+			}
+			info.Path = full(base)
+			for i, r := range info.References {
+				info.References[i] = full(r)
+			}
+			list = append(list, *info)
+		}
+	} else {
+		for p, raw := range top {
+			var info *PathInfo
+			if err := json.Unmarshal(raw, &info); err != nil {
+				return nil, err
+			}
+			if info == nil {
+				return nil, fmt.Errorf("%s is not valid", p)
+			}
+			info.Path = p
+			list = append(list, *info)
+		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
 	return list, nil
 }
 
-// ClosureSizes returns the closure size of each path.
-func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64, error) {
-	out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "-S"}, paths...), nil, nil)
+// pathInfo runs `nix path-info --json` with args. It asks for
+// --json-format 2 (Nix 2.34 deprecates --json without it); a Nix that does
+// not know the flag (2.8 to 2.33 here: "unrecognised flag '--json-format'")
+// is asked again without it. Behaviour, not version numbers, decides.
+func (n Nix) pathInfo(ctx context.Context, args ...string) ([]PathInfo, error) {
+	out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "--json-format", "2"}, args...), nil, nil)
+	var ee *run.ExitError
+	if err != nil && errors.As(err, &ee) && !ee.Canceled && strings.Contains(ee.Stderr, "--json-format") {
+		out, err = n.stream(ctx, false, append([]string{"path-info", "--json"}, args...), nil, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
-	infos, err := parsePathInfo(out)
+	return parsePathInfo(out)
+}
+
+// ClosureSizes returns the closure size of each path.
+func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64, error) {
+	infos, err := n.pathInfo(ctx, append([]string{"-S"}, paths...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,21 +157,13 @@ func (n Nix) ClosureSizes(ctx context.Context, paths []string) (map[string]int64
 
 // Closure lists every path in the closure of path with its size.
 func (n Nix) Closure(ctx context.Context, path string) ([]PathInfo, error) {
-	out, err := n.stream(ctx, false, []string{"path-info", "--json", "-r", path}, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return parsePathInfo(out)
+	return n.pathInfo(ctx, "-r", path)
 }
 
 // Closures returns the closure (path -> NAR size) of each of paths, from
 // one `nix path-info` for all of them.
 func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error) {
-	out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "-r"}, paths...), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	infos, err := parsePathInfo(out)
+	infos, err := n.pathInfo(ctx, append([]string{"-r"}, paths...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -155,11 +155,14 @@ func (n Nix) ParseFile(ctx context.Context, path string) error {
 
 // Error is a Nix error reduced to its message and the location it names.
 type Error struct {
-	Message string
+	Message string // one line
 	File    string // relative to the flake when it was inside it
 	Line    int
 	Column  int
 	Raw     string // the whole error output
+	// Drv is the derivation a build error names ("" for others): the key
+	// of LogParser.BuildLog.
+	Drv string
 }
 
 func (e *Error) Error() string {
@@ -192,6 +195,15 @@ func ParseError(output, root string) *Error {
 		e.Message = lastNonEmpty(lines)
 		return e
 	}
+	// Nix 2.34 continues a build failure on the next lines ("Reason: …").
+	for _, l := range lines[msgAt+1:] {
+		t := strings.TrimSpace(l)
+		if !strings.HasPrefix(t, "Reason:") {
+			break
+		}
+		e.Message += " " + t
+	}
+	e.Drv = drvRE.FindString(e.Message)
 	for _, l := range lines[msgAt+1:] {
 		if m := atRE.FindStringSubmatch(l); m != nil {
 			e.File = relative(m[1], root)
