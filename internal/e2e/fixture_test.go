@@ -38,11 +38,37 @@ func newFixture(t *testing.T) *fixture {
 	}
 	ctx := context.Background()
 	for _, h := range fleetNames {
-		if _, err := f.lab.Exec(ctx, h, "sh", "-c", "rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info"); err != nil {
+		out, err := f.lab.Exec(ctx, h, "sh", "-c", resetTarget)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if s := strings.TrimSpace(out); s != "" {
+			t.Logf("%s: stopped a watchdog an earlier test left armed: %s", h, s)
 		}
 	}
 	return f
+}
+
+// resetTarget makes a lab target "never deployed". A magic-rollback
+// watchdog an earlier test left armed (its deployer gone before confirming)
+// is stopped first: otherwise it would roll this test's fresh profile back
+// to "its" previous generation when its timeout ends, in the middle of an
+// unrelated test (the cause of TestFailingHealthCheckRollsBack's
+// "-norollback: generation 1" under load).
+const resetTarget = `for p in /proc/[0-9]*; do
+	case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+	"/bin/sh /run/nixos-config/watchdog-"*)
+		tr '\0' ' ' < "$p/cmdline"
+		kill -9 "${p#/proc/}" 2>/dev/null
+		;;
+	esac
+done
+rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info`
+
+// watchdogs lists the magic-rollback watchdogs running on a target and its
+// watchdog log, for failure messages.
+func (f *fixture) watchdogs(host string) string {
+	return f.exec(host, `for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null); case "$c" in "/bin/sh /run/nixos-config/watchdog-"*) echo "running: $c" ;; esac; done; cat /var/lib/nixos-config/watchdog.log 2>/dev/null; true`)
 }
 
 func (f *fixture) mage(args ...string) testutil.Result {
