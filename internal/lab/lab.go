@@ -645,7 +645,43 @@ func (l *Lab) Down(ctx context.Context) error {
 	_ = os.Remove(filepath.Join(l.cfg.StateDir, "hosts"))
 	_ = os.Remove(l.cfg.StateDir) // only if empty: it may hold the user's files
 	l.state = nil
+	releaseNetnsDir()
 	return nil
+}
+
+// releaseNetnsDir undoes what `ip netns add` leaves on the machine once no
+// network namespace is left: iproute2 bind-mounts /run/netns onto itself
+// (shared propagation) the first time it is used. Only that bind mount (a
+// mount of the directory itself, not a file system mounted there, such as
+// the tmpfs of .ci/isolated) is unmounted; with any namespace left the
+// directory is not empty and everything stays.
+func releaseNetnsDir() {
+	const dir = "/run/netns"
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+		return
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	selfBind, other := false, false
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		// Field 4 is the mounted directory inside its file system, 5 the mount point.
+		if len(f) > 4 && f[4] == dir {
+			if f[3] == "/" {
+				other = true
+			} else if strings.HasSuffix(f[3], "/netns") {
+				selfBind = true
+			}
+		}
+	}
+	if other || !selfBind {
+		return
+	}
+	if err := syscall.Unmount(dir, 0); err == nil {
+		_ = os.Remove(dir)
+	}
 }
 
 // netnsPIDs lists the processes in a network namespace (by namespace identity).
