@@ -224,7 +224,11 @@ func (in *Installer) aptInstall(ctx context.Context, pkgs []string) error {
 		err = in.Runner.Run(ctx, install)
 	}
 	if err != nil {
-		return fmt.Errorf("installing %s: %w", strings.Join(pkgs, " "), err)
+		hint := ""
+		if errors.As(err, &ee) && unknownPackage(ee.Stderr) {
+			hint = " (on Ubuntu, nix-bin is in the universe component: `add-apt-repository universe`)"
+		}
+		return fmt.Errorf("installing %s: %w%s", strings.Join(pkgs, " "), err, hint)
 	}
 	return nil
 }

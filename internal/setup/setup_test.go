@@ -180,7 +180,7 @@ func TestPackagesCoverTheLab(t *testing.T) {
 		cmds[tl.Command] = true
 	}
 	// What the lab checks for (internal/lab.Prerequisites) and the tests run.
-	for _, c := range []string{"ip", "unshare", "nsenter", "mount", "ssh-keygen", "/usr/sbin/sshd", "ssh", "nix", "nix-daemon", "sudo", "openssl", "tc", "nft", "nmap", "script", "pgrep", "git", "nix-store", "nix-instantiate", "ssh-keyscan", "flock", "setsid"} {
+	for _, c := range []string{"ip", "unshare", "nsenter", "mount", "ssh-keygen", "/usr/sbin/sshd", "ssh", "nix", "nix-daemon", "sudo", "openssl", "tc", "nft", "nmap", "script", "pgrep", "git", "nix-store", "nix-instantiate", "ssh-keyscan", "flock", "setsid", "runuser"} {
 		if !cmds[c] {
 			t.Errorf("packages.txt lacks %s", c)
 		}
