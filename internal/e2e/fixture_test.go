@@ -49,12 +49,14 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// resetTarget makes a lab target "never deployed". A magic-rollback
-// watchdog an earlier test left armed (its deployer gone before confirming)
-// is stopped first: otherwise it would roll this test's fresh profile back
-// to "its" previous generation when its timeout ends, in the middle of an
-// unrelated test (the cause of TestFailingHealthCheckRollsBack's
-// "-norollback: generation 1" under load).
+// resetTarget makes a lab target "never deployed". The magic-rollback
+// watchdog of the previous test's last deployment is stopped first: it
+// polls for its confirmation once a second, so when the next test starts
+// within that second, removing /run/nixos-config takes the confirmation away
+// before the watchdog saw it. The watchdog then rolled the target back to
+// "its" previous generation 60 s later, in the middle of an unrelated test:
+// the cause of TestFailingHealthCheckRollsBack's "-norollback: generation 1"
+// under load (TestLockOneDeployerAtATime's two watchdogs on media-center).
 const resetTarget = `for p in /proc/[0-9]*; do
 	case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
 	"/bin/sh /run/nixos-config/watchdog-"*)
