@@ -231,8 +231,8 @@ func Build(ctx context.Context,
 	return buildTargets(ctx, nil, rev, offline, lab)
 }
 
-// BuildHost builds one target's system (alias: build:host <name>).
-func BuildHost(ctx context.Context, name string,
+// Host builds one target's system: mage build:host <name>.
+func (BUILD) Host(ctx context.Context, name string,
 	rev *string, // build this git commit instead of the work tree
 	offline *bool, // build against the nixpkgs test double
 	lab *bool, // take the name from the lab's inventory (with the test double)

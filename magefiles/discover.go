@@ -48,13 +48,13 @@ func Discover(ctx context.Context,
 	return runDiscover(ctx, subnets, discoverFlags{force, JSON, lab, rdns, concurrency, timeout, user, resolver})
 }
 
-// DiscoverSubnet scans one subnet for SSH servers (alias discover:subnet):
-// mage discover:subnet 192.168.1.0/24. For each open port 22 it reports the
+// Subnet scans one subnet for SSH servers, e.g. mage discover:subnet
+// 192.168.1.0/24. For each open port 22 it reports the
 // SSH version, the host key fingerprint and whether known_hosts knows it
 // (known / unknown / changed; nothing is added), the reverse DNS name, and,
 // when key authentication as the deploy user works, the hostname, whether it
 // runs NixOS and its generation. Then the inventory targets not found.
-func DiscoverSubnet(ctx context.Context, cidr string,
+func (DISCOVER) Subnet(ctx context.Context, cidr string,
 	force *bool, // allow subnets larger than /22 and non-private ranges
 	JSON *bool, // machine-readable output (-json)
 	concurrency *int, // parallel TCP connects (default 256)

@@ -121,9 +121,9 @@ func Rollback(ctx context.Context, name, address string,
 	return rollbackTo(ctx, name, address, 0, remoteFlags{asksudo: asksudo, wait: wait, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
 }
 
-// RollbackTo switches a target to a given generation (alias rollback:to):
+// To switches a target to a given generation:
 // mage rollback:to <name> <address> <generation>.
-func RollbackTo(ctx context.Context, name, address string, generation int,
+func (ROLLBACK) To(ctx context.Context, name, address string, generation int,
 	asksudo *bool, // ask for the sudo password before starting
 	wait *bool, // wait while a deployment holds the target
 	lab *bool, // use the lab (.lab/)

@@ -405,8 +405,8 @@ func (r *runner) sequential(ctx context.Context, l *lab.Lab, n int) error {
 // rawDeploy: nix copy, then one SSH command that sets the profile and switches.
 func (r *runner) rawDeploy(ctx context.Context, t inventory.Target, path string) error {
 	var buf bytes.Buffer
-	err := r.ex.Run(ctx, run.Cmd{Name: "nix", Args: []string{"--extra-experimental-features", "nix-command", "copy", "--no-check-sigs",
-		"--to", "ssh-ng://" + t.User + "@" + t.Address, path},
+	err := r.ex.Run(ctx, run.Cmd{Name: "nix", Args: append(nix.GlobalArgs(false), "copy", "--no-check-sigs",
+		"--to", "ssh-ng://"+t.User+"@"+t.Address, path),
 		Env: append(r.env(), "NIX_SSHOPTS="+strings.Join(r.sshOpts(), " ")), Stdout: &buf, Stderr: &buf})
 	if err != nil {
 		return fmt.Errorf("nix copy to %s: %w %s", t.Name, err, buf.String())
@@ -440,8 +440,8 @@ func (r *runner) ceiling(ctx context.Context, n int) (float64, error) {
 	for i, t := range inv.Targets {
 		go func() {
 			var buf bytes.Buffer
-			errs <- r.ex.Run(ctx, run.Cmd{Name: "nix", Args: []string{"--extra-experimental-features", "nix-command", "copy", "--no-check-sigs",
-				"--to", "ssh-ng://" + t.User + "@" + t.Address, paths[i]},
+			errs <- r.ex.Run(ctx, run.Cmd{Name: "nix", Args: append(nix.GlobalArgs(false), "copy", "--no-check-sigs",
+				"--to", "ssh-ng://"+t.User+"@"+t.Address, paths[i]),
 				Env: []string{"NIX_SSHOPTS=" + strings.Join(r.sshOpts(), " ")}, Stdout: &buf, Stderr: &buf})
 		}()
 	}

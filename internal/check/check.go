@@ -58,6 +58,11 @@ type StageError struct {
 }
 
 func (e *StageError) Error() string {
+	var env *nix.EnvError
+	if errors.As(e.Err, &env) {
+		// Not the repository's fault: the message names its own section.
+		return fmt.Sprintf("check failed at stage %d/4 (%s): %v", e.Stage, e.Name, e.Err)
+	}
 	return fmt.Sprintf("check failed at stage %d/4 (%s): %v (%s)", e.Stage, e.Name, e.Err, trouble.See(trouble.Check))
 }
 
@@ -181,6 +186,14 @@ func (c *Checker) parse(ctx context.Context, root string) (int, error) {
 		}()
 	}
 	wg.Wait()
+	for _, e := range errs {
+		// Nix itself cannot run here (e.g. the daemon refuses this user):
+		// one error, the same for every file, and no syntax to fix.
+		var env *nix.EnvError
+		if errors.As(e, &env) {
+			return 0, env
+		}
+	}
 	var bad []error
 	for _, e := range errs {
 		if e != nil {

@@ -1,10 +1,15 @@
 package check
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -67,5 +72,45 @@ func TestSecurityWarnings(t *testing.T) {
 	if len(w) != 2 || !strings.Contains(all, "port 8888 is open in the firewall but Jupyter listens only on localhost") ||
 		!strings.Contains(all, "whoever reaches 192.168.1.50:5000") {
 		t.Fatalf("got %v", w)
+	}
+}
+
+type envFailingNix struct{ Nix }
+
+func (envFailingNix) ParseFile(ctx context.Context, path string) error {
+	return nix.Environment("error: getting status of '/nix/var/nix/daemon-socket/socket': Permission denied")
+}
+
+type twoFiles struct{ Git }
+
+func (twoFiles) Tracked(ctx context.Context, pathspecs ...string) ([]string, error) {
+	return []string{"a.nix", "b.nix"}, nil
+}
+
+// A user the Nix daemon refuses gets one error naming that, not a parse
+// error in every file.
+func TestParseStageNamesTheInstallationProblem(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"a.nix", "b.nix"} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte("{ }\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	c := &Checker{Nix: envFailingNix{}, Git: twoFiles{}, Out: ui.New(&out)}
+	_, err := c.Run(context.Background(), Options{Root: root})
+	if err == nil {
+		t.Fatal("expected an error")
+	}
+	msg := err.Error()
+	for _, want := range []string{"stage 1/4 (parse)", "may not use the Nix daemon", "nix-users", "run as root", "nix-on-this-machine"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	for _, bad := range []string{"fix the syntax", ":0:0", "more problems"} {
+		if strings.Contains(msg, bad) {
+			t.Errorf("%q contains %q", msg, bad)
+		}
 	}
 }

@@ -23,9 +23,10 @@ func (j *job) copy(ctx context.Context) *Failure {
 	if err != nil {
 		return targetFailure(err)
 	}
-	// Room for the NAR plus the database: 10% and 64 MiB of margin.
+	// Room for the NAR plus the database: 10% and 64 MiB of margin (and
+	// what Nix keeps reserved, nix.LooksFull).
 	free := j.state.Free
-	if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && free >= 0 && need > free {
+	if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && free >= 0 && nix.LooksFull(free, need) {
 		return &Failure{Section: trouble.DiskSpace,
 			Cause:  fmt.Sprintf("not enough disk space on the target's /nix: the copy needs about %s, %s are free", HumanBytes(need), HumanBytes(free)),
 			Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk"}
@@ -133,7 +134,7 @@ func (j *job) missing(ctx context.Context) (map[string]int64, int64, error) {
 	}
 	out, err := j.sess.Run(ctx, "nix-store --check-validity", "xargs nix-store --check-validity --print-invalid", strings.NewReader(list.String()))
 	if err != nil {
-		return nil, 0, nixRemoteFailure(err, out.Stderr)
+		return nil, 0, j.nixRemoteFailure(err, out.Stderr)
 	}
 	missing := map[string]int64{}
 	var bytes int64
@@ -147,17 +148,37 @@ func (j *job) missing(ctx context.Context) (map[string]int64, int64, error) {
 	return missing, bytes, nil
 }
 
-func nixRemoteFailure(err error, stderr string) error {
-	msg := stderr + " " + err.Error()
-	if nix.DaemonMissing(msg) {
+// nixRemoteFailure explains a failed query of the target's store (Nix run
+// there over the session).
+func (j *job) nixRemoteFailure(err error, stderr string) error {
+	msg := stderr + "\n" + err.Error()
+	switch nix.ClassifyStoreError(msg) {
+	case nix.StoreNoDaemon:
 		return &target.Error{Section: trouble.TargetSetup, Cause: "the target's nix-daemon is not running",
 			Remedy: "start it on the target (systemctl start nix-daemon.socket)", Err: err}
+	case nix.StoreNoNix:
+		return &target.Error{Section: trouble.TargetSetup, Cause: "the target has no Nix in " + j.sess.User + "'s PATH",
+			Remedy: "install NixOS on the target first (see docs/bootstrap.md)", Err: err}
+	case nix.StoreDiskFull:
+		return diskFullError(err)
+	case nix.StoreDaemonDisconnected:
+		// Nix 2.34's daemon hangs up when /nix is full.
+		if j.state.Free >= 0 && nix.LooksFull(j.state.Free, 0) {
+			return diskFullError(err)
+		}
+		return &target.Error{Section: trouble.TargetSetup, Cause: "the target's nix-daemon disconnected: " + target.Clean(nix.StoreErrorLine(msg), 300),
+			Remedy: "check the target's nix-daemon (journalctl -u nix-daemon)", Err: err}
 	}
 	if te, ok := err.(*target.Error); ok {
 		return te
 	}
 	return &target.Error{Section: trouble.TargetSetup, Cause: "querying the target's Nix store failed: " + target.Clean(strings.Join(target.LastLines(msg, 2), " | "), 300),
 		Remedy: "check Nix on the target", Err: err}
+}
+
+func diskFullError(err error) *target.Error {
+	return &target.Error{Section: trouble.DiskSpace, Cause: "the target's /nix is full",
+		Remedy: "free space on the target (sudo nix-collect-garbage --delete-older-than 30d) or enlarge its disk", Err: err}
 }
 
 // copyError is a failed copy, and whether trying again may help.
@@ -220,6 +241,10 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	remote, openErr := b.Errors()
 	if openErr != nil {
 		f := targetFailure(openErr)
+		if f.Section == trouble.Sudo && src.daemon == target.DaemonSudo {
+			f.Cause = "the copy's root nix-daemon: " + f.Cause
+			f.Remedy += "; or deploy with -trust=signed, which needs no sudo for the copy"
+		}
 		return &copyError{Failure: f, retry: f.Section == trouble.Network}
 	}
 	var text []string
@@ -234,22 +259,34 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 			return &copyError{Failure: connectFailure(d)}
 		}
 	}
-	switch nix.ClassifyStoreError(all) {
+	kind := nix.ClassifyStoreError(all)
+	line := nix.StoreErrorLine(all)
+	if line == "" {
+		line = strings.Join(target.LastLines(all, 3), " | ")
+	}
+	line = target.Clean(line, 400)
+	switch kind {
 	case nix.StoreUntrusted:
 		return &copyError{Failure: untrusted(j, err)}
 	case nix.StoreDiskFull:
 		return &copyError{Failure: diskFull(err)}
-	case nix.StoreDaemonGone:
-		// The target's daemon vanished mid-copy: Nix >= 2.34 does that
-		// when /nix is full. Ask the target before blaming the network.
-		if st, serr := j.sess.ReadState(context.WithoutCancel(ctx)); serr == nil && st.Free >= 0 && st.Free < 32<<20 {
+	case nix.StoreDaemonDisconnected:
+		// The target's daemon hung up mid-copy: Nix 2.34 does that when
+		// /nix is full. Ask the target before blaming the daemon.
+		if st, serr := j.sess.ReadState(context.WithoutCancel(ctx)); serr == nil && st.Free >= 0 && nix.LooksFull(st.Free, total-min(b.Sent(), total)) {
 			return &copyError{Failure: diskFull(err)}
 		}
-		return &copyError{Failure: &Failure{Section: trouble.TargetSetup, Cause: "the target's nix-daemon disconnected during the copy: " + target.Clean(strings.Join(target.LastLines(all, 2), " | "), 300),
-			Remedy: "check the target's nix-daemon (journalctl -u nix-daemon) and run again", Err: err}, retry: true}
+		return &copyError{Failure: &Failure{Section: trouble.TargetSetup, Cause: "the target's nix-daemon disconnected during the copy: " + line,
+			Remedy: "check the target's nix-daemon (journalctl -u nix-daemon) and run again", Err: err}}
+	case nix.StoreNoDaemon:
+		return &copyError{Failure: &Failure{Section: trouble.TargetSetup, Cause: "the target's nix-daemon is not running", Remedy: "start it on the target (systemctl start nix-daemon.socket)", Err: err}}
+	case nix.StoreNoNix:
+		return &copyError{Failure: &Failure{Section: trouble.TargetSetup, Cause: "the target has no nix-daemon in " + j.sess.User + "'s PATH", Remedy: "install NixOS on the target first (see docs/bootstrap.md)", Err: err}}
 	}
-	return &copyError{Failure: &Failure{Section: trouble.Network, Cause: "nix copy failed: " + target.Clean(strings.Join(target.LastLines(all, 3), " | "), 400),
-		Remedy: "check the network and the target's disk and Nix", Err: err}, retry: true}
+	// Network trouble, or something unknown (Nix 2.8's daemon loses track
+	// when a path appears during the copy): worth one more try.
+	return &copyError{Failure: &Failure{Section: trouble.Network, Cause: "nix copy failed: " + line,
+		Remedy: "check the network and the target's disk and Nix", Err: err}, retry: kind == nix.StoreUnknown || kind.Retry()}
 }
 
 // untrusted explains a refused copy for the run's trust mechanism.

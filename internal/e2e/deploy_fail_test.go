@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -206,6 +207,12 @@ func TestFailEvaluationBuildAndActivation(t *testing.T) {
 	f.commit("three broken targets")
 	r := f.mage("deployAll", "-lab")
 	failsWith(t, r, "3 of 3 targets failed")
+	// One line, naming the derivation and the exit code, whichever Nix
+	// worded it (2.8-2.26 "builder for '…drv' failed with exit code 1", 2.34
+	// "Cannot build '…drv'. Reason: builder failed with exit code 1.").
+	if !regexp.MustCompile(`media-center: build: build failed: [^\n]*/nix/store/[0-9a-z]{32}-nixos-system-media-center-[^\n]*\.drv[^\n]*exit code 1`).MatchString(r.Stdout) {
+		t.Errorf("the build failure is not one line naming the derivation and exit code:\n%s", r.Stdout)
+	}
 	for _, want := range []string{
 		"lab-server: build: evaluation error: targets/lab-server/configuration.nix:51:19: cannot add a string to an integer",
 		"media-center: build: build failed: builder for '/nix/store/",

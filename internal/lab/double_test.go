@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monibahmed/nixos-config/internal/nix"
 	"github.com/monibahmed/nixos-config/internal/testutil"
 )
 
@@ -115,7 +116,7 @@ func TestDoubleRealisticClosure(t *testing.T) {
 	a := buildDouble(t, repo, "big1")
 	b := buildDouble(t, repo, "big2")
 	req := func(p string) []string {
-		out, err := exec.Command("nix-store", "-qR", p).Output()
+		out, err := exec.Command("nix-store", append(nix.GlobalArgs(true), "-qR", p)...).Output()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +137,7 @@ func TestDoubleRealisticClosure(t *testing.T) {
 			t.Fatal("unique dependency shared")
 		}
 	}
-	out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "path-info", "-S", a).Output()
+	out, err := exec.Command("nix", append(nix.GlobalArgs(true), "path-info", "-S", a)...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -66,7 +67,7 @@ func writeFile(path, content string, mode os.FileMode) error {
 // deploy user appended unless the machine's file already has one.
 func withUser(path, user, line string) (string, error) {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
 	s := string(data)
@@ -217,7 +218,9 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec, root string) (Host,
 	}
 	pid, err := waitChild(ctx, unsharePID, 5*time.Second)
 	if err != nil {
-		return h, fmt.Errorf("starting the init process: %w (see %s)", err, filepath.Join(h.Dir, "init.log"))
+		// The log goes with the host's directory when the start is rolled
+		// back: quote it.
+		return h, fmt.Errorf("starting the init process: %w; its log: %s", err, tail(filepath.Join(h.Dir, "init.log")))
 	}
 	h.PID = pid
 	h.StartTime = procStartTime(pid)

@@ -23,6 +23,7 @@ const (
 	WrongMachine = "wrong-machine"
 	TargetSetup  = "target-setup"
 	NixVersion   = "nix-version"
+	LocalNix     = "nix-on-this-machine"
 	GitState     = "git-state"
 	Inventory    = "inventory"
 	Check        = "mage-check"
@@ -34,7 +35,7 @@ const (
 // Sections lists every section the code refers to.
 func Sections() []string {
 	return []string{Network, HostKeys, Auth, Sudo, TrustedUsers, DiskSpace, Eval, Build, Activation, Health,
-		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, GitState, Inventory, Check, Discovery, Hardware, Lab}
+		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, LocalNix, GitState, Inventory, Check, Discovery, Hardware, Lab}
 }
 
 // See is the reference appended to error messages.
