@@ -23,14 +23,15 @@ func TestSecurityWarnings(t *testing.T) {
 		"good": {SSHEnabled: true, PasswordAuthentication: ptr(false), KbdInteractiveAuthentication: ptr(false),
 			PermitRootLogin: ptr("no"), AuthorizedKeys: map[string]int{"monibahmed": 1},
 			Jupyter:   &jupyterFacts{IP: "127.0.0.1", Port: 8888, User: "jupyter", LoginShell: "/nix/store/x-shadow/bin/nologin"},
-			OpenPorts: []int{22}, FirewallEnabled: ptr(true)},
+			OpenPorts: []int{22}, FirewallEnabled: ptr(true), TrustedUsers: []string{"root"}},
 		"bad": {SSHEnabled: true, PasswordAuthentication: ptr(true), KbdInteractiveAuthentication: ptr(false),
 			PermitRootLogin: ptr("yes"), PasswordsInStore: []string{"monibahmed.initialPassword", "root.hashedPassword"},
 			AuthorizedKeys: map[string]int{"monibahmed": 0},
 			Jupyter:        &jupyterFacts{Placeholder: true, IP: "0.0.0.0", Port: 8888, User: "jupyter", LoginShell: "/bin/bash"},
 			OpenPorts:      []int{22, 8888}, FirewallEnabled: ptr(false),
 			NixServe:    &nixServeFacts{BindAddress: "0.0.0.0", Port: 5000},
-			PostgresTCP: true, PostgresTrust: true, BootEditor: true},
+			PostgresTCP: true, PostgresTrust: true, BootEditor: true,
+			TrustedUsers: []string{"root", "@wheel"}, ExtraTrustedUsers: []string{"monibahmed"}},
 	}
 	w := SecurityWarnings(inv, facts)
 	all := strings.Join(w, "\n")
@@ -54,6 +55,7 @@ func TestSecurityWarnings(t *testing.T) {
 		`uses "trust"`,
 		"set boot.loader.systemd-boot.editor = false",
 		"bad: the firewall is off",
+		"bad: nix.settings.trusted-users trusts @wheel, monibahmed: a trusted Nix user is root-equivalent",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("missing %q in:\n%s", want, all)
@@ -79,6 +81,10 @@ type envFailingNix struct{ Nix }
 
 func (envFailingNix) ParseFile(ctx context.Context, path string) error {
 	return nix.Environment("error: getting status of '/nix/var/nix/daemon-socket/socket': Permission denied")
+}
+
+func (e envFailingNix) ParseFiles(ctx context.Context, paths []string) error {
+	return e.ParseFile(ctx, "")
 }
 
 type twoFiles struct{ Git }

@@ -63,7 +63,7 @@ func newFixtureOn(t *testing.T, l *lab.Lab, hosts []string) *fixture {
 // load, with the former watchdog).
 const resetTarget = `for p in /proc/[0-9]*; do
 	case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
-	*" /run/nixos-config/"*)
+	"/bin/sh /run/nixos-config/"* | "flock -o -n -E 96 /run/nixos-config.activate.lock "*)
 		tr '\0' ' ' < "$p/cmdline"
 		kill -9 "${p#/proc/}" 2>/dev/null
 		;;
@@ -75,7 +75,7 @@ rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/sy
 // for its deployer's verdict, and rolls back when nobody confirms), for
 // failure messages.
 func (f *fixture) watchdogs(host string) string {
-	return f.exec(host, `for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null); case "$c" in *" /run/nixos-config/"*) echo "running: $c" ;; esac; done; true`)
+	return f.exec(host, `for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null); case "$c" in "/bin/sh /run/nixos-config/"*) echo "running: $c" ;; esac; done; true`)
 }
 
 func (f *fixture) mage(args ...string) testutil.Result {
