@@ -35,7 +35,6 @@ func newFixture(t *testing.T) *fixture {
 	return newFixtureOn(t, deployLab, fleetNames)
 }
 
-
 func newFixtureOn(t *testing.T, l *lab.Lab, hosts []string) *fixture {
 	t.Helper()
 	f := &fixture{t: t, lab: l, repo: testutil.CopyRepo(t)}
