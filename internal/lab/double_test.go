@@ -57,6 +57,11 @@ func TestDoubleSwitchModes(t *testing.T) {
 	failing := buildDouble(t, repo, "fail1")
 	cutting := buildDouble(t, repo, "cut2")
 	defer l.Exec(ctx, "beta", "sh", "-c", "rm -rf /run/current-system /var/lib/nixos-double")
+	// The raw copies below (ssh-ng://, as the deploy user) need the user
+	// trusted; lab targets trust only root unless told.
+	if err := l.TrustUser(ctx, "beta", true); err != nil {
+		t.Fatal(err)
+	}
 
 	// dry-activate: prints, changes nothing.
 	out, err := activate(t, l, "beta", good, "dry-activate")

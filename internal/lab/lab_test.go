@@ -197,6 +197,10 @@ func TestCopyAndSwitchOnOneTargetOnly(t *testing.T) {
 	l := requireLab(t)
 	p := buildDouble(t, testutil.RepoRoot(t), "lab-server")
 	alpha, _ := l.Host("alpha")
+	// A raw copy as the deploy user needs the user trusted (not the default).
+	if err := l.TrustUser(context.Background(), "alpha", true); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := nixCopy(l, alpha, p); err != nil {
 		t.Fatalf("nix copy: %v\n%s", err, out)
 	}

@@ -58,6 +58,12 @@ in
         PasswordAuthentication = false;
         KbdInteractiveAuthentication = false;
         PermitRootLogin = "no";
+        # Free half-open sessions (a deployer whose link died) after about a
+        # minute instead of TCP's two hours, and with them the deploy lock
+        # such a session holds. Free-form settings of services/networking/
+        # ssh/sshd.nix (settingsFormat: ints are written as they are).
+        ClientAliveInterval = 15;
+        ClientAliveCountMax = 4;
       };
     };
 
