@@ -177,7 +177,7 @@ func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
 		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
 			Remedy: "fix the configuration at that location (mage check shows it too)", Err: e}
 	}
-	f := &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "build failed: " + e.Message,
+	f := &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "build failed: " + strings.TrimSuffix(e.Message, "."),
 		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: e}
 	if i := strings.Index(e.Message, "/nix/store/"); i >= 0 {
 		drv := e.Message[i:]

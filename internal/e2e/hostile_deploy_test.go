@@ -56,7 +56,13 @@ func (f *fixture) install(host, name, script string) {
 	if err := f.lab.InstallCommand(context.Background(), host, name, script); err != nil {
 		f.t.Fatal(err)
 	}
+	// Root finds it too: Debian sid's sudo puts no /usr/local/bin on
+	// secure_path (NixOS sets none: root runs with the caller's PATH).
+	if err := f.lab.SudoersExtra(context.Background(), host, `Defaults:monibahmed secure_path="/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"`); err != nil {
+		f.t.Fatal(err)
+	}
 	f.t.Cleanup(func() {
+		f.lab.SudoersExtra(context.Background(), host, "")
 		f.lab.RemoveCommand(host, name)
 		f.endSleepers(host)
 	})
@@ -163,7 +169,7 @@ func TestHostileLockHolder(t *testing.T) {
 	assertNoRawControls(t, "status", s.Combined())
 }
 
-// A flock on the target (root's PATH has /usr/local/bin first) that answers
+// A flock on the target (first on root's PATH, see below) that answers
 // with 50 MB before "locked": taking the lock must not rescan it all on
 // every write (quadratic CPU).
 func TestHostileLockOutput(t *testing.T) {
@@ -183,12 +189,20 @@ func TestHostileLockOutput(t *testing.T) {
 
 func TestHostileHardwareHugeOrHanging(t *testing.T) {
 	f := newFixture(t)
-	f.install("lab-server", "nixos-generate-config", hundredMB)
+	ran := func() {
+		t.Helper()
+		if f.exec("lab-server", "[ -e /tmp/hostile-ngc-ran ] && echo ran; rm -f /tmp/hostile-ngc-ran") != "ran" {
+			t.Fatal("the fake nixos-generate-config was not used: the test does not test anything")
+		}
+	}
+	f.install("lab-server", "nixos-generate-config", "#!/bin/sh\ntouch /tmp/hostile-ngc-ran\n"+strings.TrimPrefix(hundredMB, "#!/bin/sh\n"))
 	m := f.mageMeasured(100*time.Second, "hardware", "lab-server", "-", "-lab")
 	m.failsBounded(t)
-	f.install("lab-server", "nixos-generate-config", sleeper(`{ }\n`))
+	ran()
+	f.install("lab-server", "nixos-generate-config", "#!/bin/sh\ntouch /tmp/hostile-ngc-ran\n"+strings.TrimPrefix(sleeper(`{ }\n`), "#!/bin/sh\n"))
 	m = f.mageMeasured(100*time.Second, "hardware", "lab-server", "-", "-lab")
 	m.failsBounded(t)
+	ran()
 	if st := testutil.Git(t, f.repo, "status", "--porcelain", "targets"); st != "" {
 		t.Errorf("the repository changed:\n%s", st)
 	}
