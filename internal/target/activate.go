@@ -111,8 +111,8 @@ fi
 i=0
 while [ ! -e "$dir/started" ]; do
 	i=$((i + 1))
-	[ $i -gt 100 ] && { echo "the activation unit did not start" >&2; exit 95; }
-	sleep 0.1
+	[ $i -gt 500 ] && { echo "the activation unit did not start" >&2; exit 95; }
+	sleep 0.02
 done
 `
 
@@ -196,8 +196,8 @@ while [ ! -e "$dir/$file" ]; do
 		exit 94
 	fi
 	n=$((n + 1))
-	if [ $((n % 10)) = 0 ]; then echo waiting || exit 98; fi
-	sleep 0.2
+	if [ $((n % 40)) = 0 ]; then echo waiting || exit 98; fi
+	sleep 0.05
 done
 head -c 512 "$dir/$file"
 `

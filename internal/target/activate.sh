@@ -37,10 +37,10 @@ record() {
 
 # wait_for <file> <seconds>: 0 when the file appeared in time.
 wait_for() {
-	n=$(($2 * 5))
+	n=$(($2 * 20))
 	while [ "$n" -gt 0 ]; do
 		[ -e "$dir/$1" ] && return 0
-		sleep 0.2
+		sleep 0.05
 		n=$((n - 1))
 	done
 	[ -e "$dir/$1" ]
