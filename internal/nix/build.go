@@ -92,7 +92,15 @@ func parsePathInfo(out string) ([]PathInfo, error) {
 // Closures returns the closure (path -> NAR size) of each of paths, from
 // one `nix path-info` for all of them.
 func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error) {
-	out, err := n.stream(ctx, append([]string{"path-info", "--json", "-r"}, paths...), nil, nil)
+	return n.closures(ctx, "", paths)
+}
+
+func (n Nix) closures(ctx context.Context, store string, paths []string) (map[string]map[string]int64, error) {
+	args := []string{"path-info", "--json", "-r"}
+	if store != "" {
+		args = append(args, "--store", store)
+	}
+	out, err := n.stream(ctx, append(args, paths...), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -128,14 +136,28 @@ func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[strin
 
 // CopyOptions for Copy.
 type CopyOptions struct {
+	// From is the source store (empty: this machine's), e.g. a build
+	// host's through a bridge: the paths then stream through this machine
+	// without entering its store.
+	From        string
 	To          string // store URI, e.g. unix:///path/to/bridge.sock
 	Substitute  bool   // let the destination fetch from its own substituters
 	NoCheckSigs bool   // the destination accepts unsigned paths (a trusted client)
+	// Derivation copies a .drv and its closure (other derivations and
+	// sources) instead of building its outputs: Nix 2.8 takes a bare .drv
+	// as "its outputs" and would build them here.
+	Derivation bool
 }
 
 // Copy copies path's closure to another store.
 func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogParser) error {
 	args := []string{"copy", "--log-format", "internal-json", "--to", o.To}
+	if o.From != "" {
+		args = append(args, "--from", o.From)
+	}
+	if o.Derivation {
+		args = append(args, "--derivation")
+	}
 	if o.NoCheckSigs {
 		args = append(args, "--no-check-sigs")
 	}
