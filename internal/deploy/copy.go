@@ -133,7 +133,8 @@ func (j *job) transfer(ctx context.Context, total int64) *copyError {
 		}
 	}()
 	parser := &nix.LogParser{}
-	err = j.d.Nix.Copy(cctx, j.built.path, nix.CopyOptions{To: b.URI(), Substitute: j.o.Substitute, NoCheckSigs: true}, parser)
+	// From this machine's store, or from a build host's (remote.go).
+	err = j.copyClosure(cctx, b, nix.CopyOptions{To: b.URI(), Substitute: j.o.Substitute, NoCheckSigs: true}, parser)
 	if err == nil {
 		j.d.Report.Progress(name, total, total)
 		return nil

@@ -56,6 +56,9 @@ type Options struct {
 	DeadPeer       time.Duration
 	// Daemon: how the copy reaches the target's store.
 	Daemon target.Daemon
+	// BuildOn overrides every target's "build" for the run: local, target,
+	// or the name of a build host of the inventory (-buildon).
+	BuildOn string
 	// Abandon closes on the second interrupt: running activations are
 	// then left to the targets (see Run).
 	Abandon <-chan struct{}
@@ -87,6 +90,9 @@ func (o *Options) Normalize() error {
 		if err := inventory.ValidateUser(o.User); err != nil {
 			return err
 		}
+	}
+	if err := inventory.ValidateBuild(o.BuildOn); err != nil {
+		return fmt.Errorf("-buildon: %w", err)
 	}
 	for _, d := range []struct {
 		name string

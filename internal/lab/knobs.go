@@ -523,3 +523,61 @@ func (l *Lab) SudoersExtra(ctx context.Context, host, lines string) error {
 	}
 	return l.clearSudoTimestamps(ctx, host)
 }
+
+// ExtraPlatforms sets the host's nix.conf extra-platforms (none: the line
+// is removed) and restarts its nix-daemon. A host given another
+// architecture (e.g. aarch64-linux) then builds that architecture's
+// derivations: the double's builders are this machine's /bin/sh and
+// coreutils, so it plays a machine of that system for mixed fleets.
+func (l *Lab) ExtraPlatforms(ctx context.Context, host string, systems ...string) error {
+	p, err := l.fsPath(host, "etc/nix/nix.conf")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		if !strings.HasPrefix(line, "extra-platforms =") {
+			lines = append(lines, line)
+		}
+	}
+	if len(systems) > 0 {
+		lines = append(lines, "extra-platforms = "+strings.Join(systems, " "))
+	}
+	if err := rewrite(p, strings.Join(lines, "\n")+"\n"); err != nil {
+		return err
+	}
+	if err := l.StopNixDaemon(ctx, host); err != nil {
+		return err
+	}
+	return l.StartNixDaemon(ctx, host)
+}
+
+// LinkBytes returns the bytes the host received and sent on its link
+// (eth0, from its own /proc/net/dev).
+func (l *Lab) LinkBytes(ctx context.Context, host string) (rx, tx int64, err error) {
+	out, err := l.Exec(ctx, host, "cat", "/proc/net/dev")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || name != "eth0" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 9 {
+			break
+		}
+		rx, err1 := strconv.ParseInt(f[0], 10, 64)
+		tx, err2 := strconv.ParseInt(f[8], 10, 64)
+		if err1 != nil || err2 != nil {
+			break
+		}
+		return rx, tx, nil
+	}
+	return 0, 0, fmt.Errorf("lab host %s: no eth0 in /proc/net/dev", host)
+}

@@ -136,10 +136,6 @@ func (n Nix) closures(ctx context.Context, store string, paths []string) (map[st
 
 // CopyOptions for Copy.
 type CopyOptions struct {
-	// From is the source store (empty: this machine's), e.g. a build
-	// host's through a bridge: the paths then stream through this machine
-	// without entering its store.
-	From        string
 	To          string // store URI, e.g. unix:///path/to/bridge.sock
 	Substitute  bool   // let the destination fetch from its own substituters
 	NoCheckSigs bool   // the destination accepts unsigned paths (a trusted client)
@@ -149,12 +145,9 @@ type CopyOptions struct {
 	Derivation bool
 }
 
-// Copy copies path's closure to another store.
-func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogParser) error {
+// CopyArgs are the arguments of `nix copy` before the path.
+func CopyArgs(o CopyOptions) []string {
 	args := []string{"copy", "--log-format", "internal-json", "--to", o.To}
-	if o.From != "" {
-		args = append(args, "--from", o.From)
-	}
 	if o.Derivation {
 		args = append(args, "--derivation")
 	}
@@ -164,7 +157,12 @@ func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogPa
 	if o.Substitute {
 		args = append(args, "--substitute-on-destination")
 	}
-	args = append(args, path)
+	return args
+}
+
+// Copy copies path's closure to another store.
+func (n Nix) Copy(ctx context.Context, path string, o CopyOptions, parser *LogParser) error {
+	args := append(CopyArgs(o), path)
 	_, err := n.stream(ctx, args, parser, nil)
 	return err
 }

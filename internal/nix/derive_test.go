@@ -69,9 +69,9 @@ func TestPlatformMismatch(t *testing.T) {
 func TestCopyArgs(t *testing.T) {
 	rec := &recorder{}
 	n := Nix{Runner: rec}
-	_ = n.Copy(context.Background(), "/nix/store/x.drv", CopyOptions{From: "unix:///a", To: "unix:///b", Derivation: true, NoCheckSigs: true}, nil)
+	_ = n.Copy(context.Background(), "/nix/store/x.drv", CopyOptions{To: "unix:///b", Derivation: true, NoCheckSigs: true}, nil)
 	got := strings.Join(rec.args, " ")
-	if !strings.Contains(got, "copy --log-format internal-json --to unix:///b --from unix:///a --derivation --no-check-sigs /nix/store/x.drv") {
+	if !strings.Contains(got, "copy --log-format internal-json --to unix:///b --derivation --no-check-sigs /nix/store/x.drv") {
 		t.Fatalf("args: %s", got)
 	}
 }

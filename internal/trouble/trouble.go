@@ -28,12 +28,15 @@ const (
 	Check        = "mage-check"
 	Discovery    = "discovery"
 	Lab          = "the-lab"
+	Foreign      = "systems-this-machine-cannot-build"
+	RemoteBuild  = "remote-builds"
 )
 
 // Sections lists every section the code refers to.
 func Sections() []string {
 	return []string{Network, HostKeys, Auth, Sudo, TrustedUsers, DiskSpace, Eval, Build, Activation, Health,
-		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, GitState, Inventory, Check, Discovery, Lab}
+		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, GitState, Inventory, Check, Discovery, Lab,
+		Foreign, RemoteBuild}
 }
 
 // See is the reference appended to error messages.
