@@ -278,3 +278,37 @@ func TestMixedFleetEvaluatesOnce(t *testing.T) {
 		t.Errorf("dev-workstation's system was not built on lab-server only")
 	}
 }
+
+// What the daemons must trust: derivations are content-addressed, so a
+// target (or build host) whose nix-daemon trusts no user besides root takes
+// them from the SSH user's `nix-daemon --stdio` (-daemon=user) and builds
+// them; only the built paths of a build host need a trusted way onto the
+// target (-daemon=sudo, or trusted-users).
+func TestRemoteBuildTrust(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, h := range []string{"media-center", "dev-workstation"} {
+		if err := f.lab.TrustUser(ctx, h, false); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.lab.TrustUser(ctx, h, true) })
+	}
+	const host = "media-center"
+	f.setConfig(host, `environment.etc."trust".text = "`+unique()+`";`)
+	f.commit("trust")
+	succeeds(t, f.mage("deploy", host, "-", "-lab", "-buildon=target", "-daemon=user"))
+	if f.generation(host) != 1 || localValid(f.current(host)) {
+		t.Fatalf("generation %d", f.generation(host))
+	}
+	f.setConfig(host, `environment.etc."trust2".text = "`+unique()+`";`)
+	f.commit("trust2")
+	r := f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-daemon=user")
+	failsWith(t, r, host+": copy: the target's Nix refuses unsigned paths from monibahmed")
+	if !strings.Contains(r.Stdout, "build on dev-workstation:") || f.generation(host) != 1 {
+		t.Fatalf("not built on the untrusting build host, or activated:\n%s", r.Combined())
+	}
+	succeeds(t, f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-daemon=sudo"))
+	if f.generation(host) != 2 || !validOn(f, "dev-workstation", f.current(host)) {
+		t.Fatalf("generation %d", f.generation(host))
+	}
+}
