@@ -312,3 +312,28 @@ func TestRemoteBuildTrust(t *testing.T) {
 		t.Fatalf("generation %d", f.generation(host))
 	}
 }
+
+// mage check's inventory lint knows "build": a bad value, a build host
+// that is no target, one of another system; mage targets shows it.
+func TestCheckLintsBuild(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	r := mage(t, dir, "targets")
+	if !regexp.MustCompile(`media-center\s+192\.168\.1\.75\s+monibahmed\s+x86_64-linux\s+local\s`).MatchString(r.Stdout) {
+		t.Errorf("mage targets shows no build location:\n%s", r.Stdout)
+	}
+	testutil.Edit(t, dir, "targets/media-center/target.json", `"system": "x86_64-linux",`, `"system": "x86_64-linux", "build": "garage-pi",`)
+	assertFails(t, check(t, dir, "-offline"), "stage 2/4 (inventory)", `targets/media-center: build host "garage-pi" is not a target of the inventory`)
+	testutil.Edit(t, dir, "targets/media-center/target.json", `"garage-pi"`, `"the lab server"`)
+	assertFails(t, check(t, dir, "-offline"), "stage 2/4 (inventory)", `targets/media-center: invalid build "the lab server"`)
+	testutil.Edit(t, dir, "targets/media-center/target.json", `"the lab server"`, `"lab-server"`)
+	testutil.Edit(t, dir, "targets/lab-server/target.json", `"x86_64-linux"`, `"aarch64-linux"`)
+	testutil.Edit(t, dir, "targets/lab-server/hardware-configuration.nix", `"x86_64-linux"`, `"aarch64-linux"`)
+	assertFails(t, check(t, dir, "-offline"), "stage 2/4 (inventory)", "targets/media-center: build host lab-server is aarch64-linux but this target is x86_64-linux")
+	testutil.Edit(t, dir, "targets/media-center/target.json", `"lab-server"`, `"target"`)
+	testutil.Git(t, dir, "add", "-A")
+	succeeds(t, check(t, dir, "-offline"))
+	if r := mage(t, dir, "targets"); !regexp.MustCompile(`media-center\s+\S+\s+monibahmed\s+x86_64-linux\s+target\s`).MatchString(r.Stdout) {
+		t.Errorf("mage targets:\n%s", r.Stdout)
+	}
+}
