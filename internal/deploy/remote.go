@@ -280,7 +280,10 @@ func (j *job) builderClosure(ctx context.Context, bh *buildHost, who string) *Fa
 		return &Failure{Section: trouble.Network, Cause: "opening the bridge to " + bh.name + ": " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}
 	}
 	defer b.Close()
-	c, err := j.d.Nix.StoreClosures(ctx, b.URI(), []string{j.built.path})
+	// A query, however large the closure: bounded like the copy's stall.
+	qctx, cancel := context.WithTimeout(ctx, 4*j.stallTimeout())
+	defer cancel()
+	c, err := j.d.Nix.StoreClosures(qctx, b.URI(), []string{j.built.path})
 	if err != nil {
 		if f := j.deadBuilder(bh); f != nil {
 			return f
