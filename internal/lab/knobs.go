@@ -289,10 +289,12 @@ func (l *Lab) LimitDisk(ctx context.Context, host string, sizeMiB int) error {
 		return err
 	}
 	// /nix is the host's bind mount, with the small disk stacked on top;
-	// findmnt lists stacked mounts bottom first.
+	// findmnt lists stacked mounts bottom first. The small disk is known by
+	// its source name: the bind mount is a tmpfs too where the lab's state
+	// directory is on one (a tmpfs /tmp).
 	script := `set -e
-top() { findmnt -n -o FSTYPE /nix | tail -n 1; }
-while [ "$(top)" = tmpfs ]; do umount /nix; done
+top() { findmnt -n -o SOURCE /nix | tail -n 1; }
+while [ "$(top)" = lab-small-disk ]; do umount /nix; done
 if [ "$1" -gt 0 ]; then
 	mount -t tmpfs -o "size=$1m,mode=0755" lab-small-disk /nix
 	mkdir -p /nix/store /nix/var/nix/profiles /nix/var/nix/daemon-socket
