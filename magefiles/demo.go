@@ -12,9 +12,13 @@ import (
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/lab"
 	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/setup"
 )
 
-// Demo shows the whole pipeline without real machines (needs root): it starts
+// Demo shows the whole pipeline without real machines (needs root). On a
+// fresh Debian/Ubuntu machine it first installs what the lab and the tests
+// lack (apt-get, naming the packages; their services stay stopped and
+// disabled; elsewhere it says what to install). Then it starts
 // a lab of SIMULATED NixOS targets named like the example fleet, deploys the
 // work tree's configurations to all of them in parallel with the nixpkgs test
 // double, prints the summary and the targets' generations, and removes the lab.
@@ -25,6 +29,13 @@ func Demo(ctx context.Context) error {
 	}
 	fleetInv, err := loadFleet(e, nil)
 	if err != nil {
+		return err
+	}
+	// A fresh machine: install what the lab and the tests need.
+	in := &setup.Installer{Runner: e.runner, Log: os.Stdout, Notice: func(format string, args ...any) {
+		e.out.Linef("demo: "+format, args...)
+	}}
+	if _, err := in.Ensure(ctx); err != nil {
 		return err
 	}
 	state, err := os.MkdirTemp("", "nixos-config-demo-")

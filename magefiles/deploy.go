@@ -18,7 +18,7 @@ import (
 
 // deployFlags are the flags of deploy and deployAll, by name.
 type deployFlags struct {
-	mode, user, rev, daemon, buildon                     *string
+	mode, user, rev, trust, signingkey, buildon          *string
 	allowdirty, substitute, asksudo, force, lab, offline *bool
 	norollback, nomagic, wait, failfast                  *bool
 	jobs, port                                           *int
@@ -61,10 +61,7 @@ func (f deployFlags) options(fl *fleet) (deploy.Options, error) {
 		}
 		*d.dst = *d.flag
 	}
-	var err error
-	if o.Daemon, err = daemonFlag(f.daemon); err != nil {
-		return o, err
-	}
+	o.Trust, o.SigningKey = deploy.Trust(str(f.trust)), str(f.signingkey)
 	return o, nil
 }
 
@@ -148,7 +145,8 @@ func Deploy(ctx context.Context, name, address string,
 	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
 	cmdtimeout *time.Duration, // bound on each remote command and on a copy that moves nothing (default 60s)
 	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default 15s)
-	daemon *string, // how the copy reaches the target's store: user (the SSH user's nix-daemon --stdio) or sudo
+	trust *string, // how the target accepts the copied paths: sudo (default: a root nix-daemon through sudo), signed (with -signingkey) or trusted (the deploy user is a trusted Nix user)
+	signingkey *string, // secret key for -trust=signed (default ~/.config/nixos-config/signing-key.sec; see mage signingKey)
 	norollback *bool, // keep a failed or unhealthy activation instead of rolling back
 	nomagic *bool, // no magic rollback (the target's own rollback when it cannot be reached) for switch
 	confirmtimeout *time.Duration, // how long the target waits for the deployer to reconnect before rolling back (default 60s)
@@ -163,7 +161,7 @@ func Deploy(ctx context.Context, name, address string,
 	if err := requireConfiguration(e, t.Name); err != nil {
 		return err
 	}
-	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode: mode, user: user, port: port, rev: rev, daemon: daemon,
+	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode: mode, user: user, port: port, rev: rev, trust: trust, signingkey: signingkey,
 		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
 		timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
 		confirmtimeout: confirmtimeout, wait: wait, buildon: buildon})
@@ -188,7 +186,8 @@ func DeployAll(ctx context.Context,
 	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
 	cmdtimeout *time.Duration, // bound on each remote command and on a copy that moves nothing (default 60s)
 	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default 15s)
-	daemon *string, // how the copies reach the targets' stores: user or sudo
+	trust *string, // how the targets accept the copied paths: sudo (default), signed or trusted
+	signingkey *string, // secret key for -trust=signed (default ~/.config/nixos-config/signing-key.sec; see mage signingKey)
 	norollback *bool, // keep failed or unhealthy activations instead of rolling back
 	nomagic *bool, // no magic rollback (the targets' own rollback when they cannot be reached) for switch
 	confirmtimeout *time.Duration, // how long targets wait for the deployer to reconnect before rolling back (default 60s)
@@ -209,7 +208,7 @@ func DeployAll(ctx context.Context,
 			return err
 		}
 	}
-	return runDeploy(ctx, e, fl, targets, deployFlags{mode: mode, user: user, port: port, rev: rev, daemon: daemon,
+	return runDeploy(ctx, e, fl, targets, deployFlags{mode: mode, user: user, port: port, rev: rev, trust: trust, signingkey: signingkey,
 		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
 		jobs: jobs, timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
 		confirmtimeout: confirmtimeout, wait: wait, failfast: failfast, buildon: buildon})
@@ -234,8 +233,8 @@ func Build(ctx context.Context,
 	return buildTargets(ctx, nil, rev, offline, lab)
 }
 
-// BuildHost builds one target's system (alias: build:host <name>).
-func BuildHost(ctx context.Context, name string,
+// Host builds one target's system: mage build:host <name>.
+func (BUILD) Host(ctx context.Context, name string,
 	rev *string, // build this git commit instead of the work tree
 	offline *bool, // build against the nixpkgs test double
 	lab *bool, // take the name from the lab's inventory (with the test double)
@@ -286,7 +285,7 @@ func buildTargets(ctx context.Context, only []string, rev *string, offline, lab 
 		rows = append(rows, []string{b.Target, b.Path, deploy.HumanBytes(b.ClosureSize)})
 	}
 	e.out.Linef("build: commit %s", commit)
-	if err := ui.Table(os.Stdout, []string{"TARGET", "SYSTEM", "CLOSURE"}, rows); err != nil {
+	if err := ui.TableMax(os.Stdout, []string{"TARGET", "SYSTEM", "CLOSURE"}, rows, 200); err != nil { // store paths in full
 		return err
 	}
 	if len(errs) > 0 {

@@ -48,13 +48,13 @@ func Discover(ctx context.Context,
 	return runDiscover(ctx, subnets, discoverFlags{force, JSON, lab, rdns, concurrency, timeout, user, resolver})
 }
 
-// DiscoverSubnet scans one subnet for SSH servers (alias discover:subnet):
-// mage discover:subnet 192.168.1.0/24. For each open port 22 it reports the
+// Subnet scans one subnet for SSH servers, e.g. mage discover:subnet
+// 192.168.1.0/24. For each open port 22 it reports the
 // SSH version, the host key fingerprint and whether known_hosts knows it
 // (known / unknown / changed; nothing is added), the reverse DNS name, and,
 // when key authentication as the deploy user works, the hostname, whether it
 // runs NixOS and its generation. Then the inventory targets not found.
-func DiscoverSubnet(ctx context.Context, cidr string,
+func (DISCOVER) Subnet(ctx context.Context, cidr string,
 	force *bool, // allow subnets larger than /22 and non-private ranges
 	JSON *bool, // machine-readable output (-json)
 	concurrency *int, // parallel TCP connects (default 256)
@@ -134,7 +134,10 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 	}
 	e.out.Linef("discover: %d SSH hosts among %d addresses in %s", len(res.Hosts), res.Scanned, res.Duration.Round(10*time.Millisecond))
 	var rows [][]string
+	var notes []string
 	for _, h := range res.Hosts {
+		// Every string of h that came from the host is validated or
+		// sanitized by the discover package; ui.Table sanitizes again.
 		host := h.Hostname
 		if host == "" {
 			host = "?"
@@ -154,8 +157,16 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 			key = e.out.OK(key)
 		case discover.KeyChanged:
 			key = e.out.Bad("CHANGED")
+		case discover.KeyOtherType:
+			key = e.out.Bad("OTHER KEY TYPE")
+		case discover.KeyRevoked:
+			key = e.out.Bad("REVOKED")
 		case discover.KeyUnknown:
-			key = e.out.Warning(key)
+			if len(h.KeyKnownFor) > 0 {
+				key = e.out.Warning("unknown here, known for " + strings.Join(h.KeyKnownFor, ","))
+			} else {
+				key = e.out.Warning(key)
+			}
 		}
 		nixos := "-"
 		switch {
@@ -169,9 +180,15 @@ func runDiscover(ctx context.Context, subnets []netip.Prefix, f discoverFlags) e
 			nixos = "? (" + h.AuthError + ")"
 		}
 		rows = append(rows, []string{h.Address, host, target, key, h.Fingerprint, nixos, h.SSHVersion})
+		for _, n := range h.Notes {
+			notes = append(notes, h.Address+": "+ui.Sanitize(n, 0))
+		}
 	}
 	if err := ui.Table(os.Stdout, []string{"ADDRESS", "HOSTNAME", "TARGET", "KEY", "FINGERPRINT", "NIXOS", "SSH"}, rows); err != nil {
 		return err
+	}
+	for _, n := range notes {
+		fmt.Println(e.out.Warning("note:"), n)
 	}
 	if len(res.NotFound) > 0 {
 		var nf []string

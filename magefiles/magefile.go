@@ -11,18 +11,23 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/magefile/mage/mg"
+
 	"github.com/monibahmed/nixos-config/internal/gitx"
 	"github.com/monibahmed/nixos-config/internal/run"
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
-// Aliases for targets.
-var Aliases = map[string]interface{}{
-	"list":            Targets,
-	"build:host":      BuildHost,
-	"rollback:to":     RollbackTo,
-	"discover:subnet": DiscoverSubnet,
-}
+// Namespaces of the targets build:host, rollback:to and discover:subnet. A Go
+// type cannot share the name of the functions Build, Rollback and Discover;
+// Mage lower-cases an all-capital name as a whole, so BUILD is listed and
+// called as "build" (`mage -l`, `mage -h build:host`, `mage build:host`).
+// Real namespaces, not aliases: `mage -h` knows only targets.
+type (
+	BUILD    mg.Namespace
+	ROLLBACK mg.Namespace
+	DISCOVER mg.Namespace
+)
 
 // env is what every target needs: the repository, a process runner and output.
 type env struct {

@@ -71,6 +71,19 @@ func remoteDeployer(e *env, fl *fleet, f remoteFlags) (*deploy.Deployer, deploy.
 	return d, o, nil
 }
 
+// quickCommand is the default bound on each remote command of the tasks
+// that only read a target (status, generations): no target holds them up
+// for long.
+const quickCommand = 20 * time.Second
+
+func quick(cmdtimeout *time.Duration) *time.Duration {
+	if cmdtimeout != nil {
+		return cmdtimeout
+	}
+	d := quickCommand
+	return &d
+}
+
 func rollbackTo(ctx context.Context, name, address string, generation int, f remoteFlags) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, f.lab, f.user)
 	if err != nil {
@@ -108,9 +121,9 @@ func Rollback(ctx context.Context, name, address string,
 	return rollbackTo(ctx, name, address, 0, remoteFlags{asksudo: asksudo, wait: wait, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
 }
 
-// RollbackTo switches a target to a given generation (alias rollback:to):
+// To switches a target to a given generation:
 // mage rollback:to <name> <address> <generation>.
-func RollbackTo(ctx context.Context, name, address string, generation int,
+func (ROLLBACK) To(ctx context.Context, name, address string, generation int,
 	asksudo *bool, // ask for the sudo password before starting
 	wait *bool, // wait while a deployment holds the target
 	lab *bool, // use the lab (.lab/)
@@ -134,13 +147,13 @@ func Generations(ctx context.Context, name, address string,
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
 	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
-	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 20s)
 ) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
 		return err
 	}
-	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
+	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: quick(cmdtimeout)})
 	if err != nil {
 		return err
 	}
@@ -159,14 +172,14 @@ func Generations(ctx context.Context, name, address string,
 		}
 		commit, deployer, mode, result := "-", "-", "-", "-"
 		if g.Deploy != nil {
-			commit = short(g.Deploy.Commit)
+			commit = ui.Sanitize(short(g.Deploy.Commit), 0)
 			if g.Deploy.Dirty {
 				commit += " (dirty)"
 			}
 			if g.Deploy.SameSystemAs != "" {
-				commit += " (same system as " + short(g.Deploy.SameSystemAs) + ")"
+				commit += " (same system as " + ui.Sanitize(short(g.Deploy.SameSystemAs), 0) + ")"
 			}
-			deployer, mode, result = g.Deploy.Deployer, g.Deploy.Mode, g.Deploy.Result
+			deployer, mode, result = ui.Sanitize(g.Deploy.Deployer, 0), ui.Sanitize(g.Deploy.Mode, 0), ui.Sanitize(g.Deploy.Result, 0)
 			if g.Deploy.RolledBackTo > 0 {
 				result += " to " + strconv.Itoa(g.Deploy.RolledBackTo)
 			}
@@ -189,18 +202,14 @@ func Status(ctx context.Context,
 	asksudo *bool, // ask for the sudo password before starting (the history is root-only)
 	lab *bool, // the lab's targets (with the nixpkgs test double)
 	offline *bool, // evaluate HEAD with the nixpkgs test double
-	timeout *time.Duration, // SSH connect timeout per target (default 5s)
-	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
+	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	cmdtimeout *time.Duration, // bound on each remote command (default 20s)
 ) error {
 	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
 		return err
 	}
-	if timeout == nil {
-		five := 5 * time.Second
-		timeout = &five
-	}
-	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, timeout: timeout, cmdtimeout: cmdtimeout})
+	d, o, err := remoteDeployer(e, fl, remoteFlags{asksudo: asksudo, lab: lab, timeout: timeout, cmdtimeout: quick(cmdtimeout)})
 	if err != nil {
 		return err
 	}
@@ -223,7 +232,7 @@ func Status(ctx context.Context,
 		if s.Generation > 0 {
 			gen = strconv.Itoa(s.Generation)
 		}
-		commit := short(s.Commit)
+		commit := ui.Sanitize(short(s.Commit), 0)
 		if s.Dirty {
 			commit += "-dirty"
 		}
@@ -236,11 +245,11 @@ func Status(ctx context.Context,
 		}
 		last := "-"
 		if s.Deployer != "" {
-			last = s.Deployer + " " + s.DeployedAt
+			last = ui.Sanitize(s.Deployer+" "+s.DeployedAt, 0)
 		}
 		busy := "-"
 		if s.InProgress != "" {
-			busy = e.out.Warning("deploying: " + s.InProgress)
+			busy = e.out.Warning("deploying: " + ui.Sanitize(s.InProgress, 0))
 		}
 		rows = append(rows, []string{s.Target, s.Address, reach, gen, commit, state, last, busy})
 	}
@@ -249,7 +258,7 @@ func Status(ctx context.Context,
 	}
 	for _, s := range st {
 		if s.Error != "" {
-			fmt.Printf("%s: %s\n", s.Target, strings.TrimSpace(s.Error))
+			fmt.Printf("%s: %s\n", s.Target, ui.Sanitize(strings.TrimSpace(s.Error), 0))
 		}
 		if s.Note != "" {
 			fmt.Printf("%s: %s\n", s.Target, s.Note)

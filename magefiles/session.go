@@ -96,17 +96,6 @@ func newDeployer(e *env, f *fleet, reporter deploy.Reporter, o deploy.Options) *
 	}
 }
 
-// daemonFlag reads -daemon.
-func daemonFlag(s *string) (target.Daemon, error) {
-	switch str(s) {
-	case "", "user":
-		return target.DaemonUser, nil
-	case "sudo":
-		return target.DaemonSudo, nil
-	}
-	return 0, fmt.Errorf("invalid -daemon=%s: use user or sudo", str(s))
-}
-
 const sudoPromptText = "\nsudo password for the targets (asked once, kept in memory for this run): "
 
 // readSecret reads a line with hidden input from the terminal (pausing the

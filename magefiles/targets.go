@@ -12,7 +12,7 @@ import (
 )
 
 // Targets lists the inventory: name, address, SSH user, system, where its
-// system is built and tags of every target (alias: list). Reads
+// system is built and tags of every target (also: list). Reads
 // targets/*/target.json, or the inventory file given with -inventory (e.g.
 // the lab's).
 func Targets(ctx context.Context,
@@ -35,6 +35,13 @@ func Targets(ctx context.Context,
 		rows = append(rows, []string{t.Name, t.Address, t.User, t.System, buildOf(t), tags})
 	}
 	return ui.Table(os.Stdout, []string{"NAME", "ADDRESS", "USER", "SYSTEM", "BUILD", "TAGS"}, rows)
+}
+
+// List shows the inventory as a table, like targets.
+func List(ctx context.Context,
+	inventory *string, // inventory file to read instead of targets/*/target.json (e.g. a lab's inventory.json)
+) error {
+	return Targets(ctx, inventory)
 }
 
 func loadInventory(e *env, file *string) (*inventory.Inventory, error) {

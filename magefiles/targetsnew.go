@@ -15,6 +15,7 @@ import (
 	"github.com/monibahmed/nixos-config/internal/nix"
 	"github.com/monibahmed/nixos-config/internal/run"
 	"github.com/monibahmed/nixos-config/internal/scaffold"
+	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
 // New scaffolds a target: targets/<name>/ with a minimal configuration.nix,
@@ -42,15 +43,20 @@ func New(ctx context.Context, name string,
 }
 
 // Hardware runs `nixos-generate-config --show-hardware-config` on a machine
-// over SSH and installs the result as targets/<name>/hardware-configuration.nix
-// (after checking that it parses), replacing the placeholder; shows the diff.
-// <address> may be "-" for the inventory's.
+// over SSH and installs the result as targets/<name>/hardware-configuration.nix,
+// replacing the placeholder, and shows the diff. What the machine answers is
+// untrusted: it must parse and set only what nixos-generate-config writes
+// (kernel modules, file systems, swap, DHCP, CPU microcode, host platform,
+// guest support, the boot loader choice); anything else (users, SSH keys,
+// sudo, services, lib.mkForce, imports of other files, ...) is refused
+// unless -allowextra. <address> may be "-" for the inventory's.
 func Hardware(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
 	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
 	cmdtimeout *time.Duration, // bound on the remote command (default 60s)
+	allowextra *bool, // install it even with settings nixos-generate-config never writes (listed first; review them)
 ) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
 	if err != nil {
@@ -70,13 +76,21 @@ func Hardware(ctx context.Context, name, address string,
 	defer sess.Close()
 	out, err := sess.Run(ctx, "nixos-generate-config", "nixos-generate-config --show-hardware-config", nil)
 	if err != nil {
-		msg := strings.TrimSpace(out.Stderr)
+		msg := ui.Sanitize(strings.TrimSpace(out.Stderr), 300)
 		if strings.Contains(msg, "not found") {
 			return fmt.Errorf("%s has no nixos-generate-config: is it running NixOS (or the NixOS installer)?", t.Address)
 		}
-		return fmt.Errorf("nixos-generate-config failed on %s: %v %s", t.Address, err, msg)
+		return ui.SanitizeError(fmt.Errorf("nixos-generate-config failed on %s: %w %s", t.Address, err, msg), 600)
 	}
-	old, err := scaffold.InstallHardware(ctx, e.root, name, []byte(out.Stdout), nix.Nix{Runner: e.runner})
+	old, rep, err := scaffold.InstallHardware(ctx, e.root, name, scaffold.Hardware{Content: []byte(out.Stdout), Source: t.Address, AllowExtra: on(allowextra)}, nix.Nix{Runner: e.runner})
+	for _, f := range rep.Findings {
+		// hwconfig sanitizes what it quotes.
+		if err != nil {
+			e.out.Linef("hardware: %s %s", e.out.Bad("refused:"), f)
+		} else {
+			e.out.Linef("hardware: %s %s", e.out.Bad("EXTRA, review before you commit:"), f)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -91,14 +105,21 @@ func Hardware(ctx context.Context, name, address string,
 		e.out.Linef("hardware: %s is unchanged", rel)
 		return nil
 	}
-	// Show what changed.
+	// Show what changed, every line sanitized: the file came from the
+	// machine and must not be able to hide lines on the terminal.
 	tmp, err := os.CreateTemp("", "hardware-old-*.nix")
 	if err == nil {
 		tmp.Write(old)
 		tmp.Close()
 		defer os.Remove(tmp.Name())
 		diff, _ := run.Output(ctx, e.runner, run.Cmd{Name: "git", Args: []string{"diff", "--no-index", "--no-color", "--", tmp.Name(), filepath.Join(e.root, rel)}})
-		fmt.Print(diff)
+		for _, l := range ui.SanitizeLines(diff, 0, ui.MaxLine) {
+			fmt.Println(l)
+		}
+	}
+	if len(rep.Findings) > 0 {
+		e.out.Linef("hardware: wrote %s from %s %s: it sets %d things nixos-generate-config never writes (listed above); review them, run mage check and commit", rel, t.Address, e.out.Bad("with -allowextra"), len(rep.Findings))
+		return nil
 	}
 	e.out.Linef("hardware: wrote %s from %s; review it, run mage check and commit", rel, t.Address)
 	return nil

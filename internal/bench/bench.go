@@ -71,6 +71,8 @@ type FleetResult struct {
 	// this lab takes n closures. The simulated targets' sshd and nix-daemon
 	// run on this machine's cores, so it can exceed the network bound.
 	Ceiling float64 `json:"labCeilingSeconds"`
+	// Load: the busiest of the measurements (deployAll, sequential, ceiling).
+	Load Load `json:"load"`
 }
 
 // Report of a whole benchmark.
@@ -91,6 +93,11 @@ type Report struct {
 	SSHCPU    float64 `json:"sshCpuSecondsPerClosure"`
 	MageFound int     `json:"discoverHosts"`
 	TotalSecs float64 `json:"totalSeconds"`
+	// Copy: one closure copied by each transport and trust mechanism.
+	Copy      []CopyResult `json:"copy"`
+	CopyBytes int64        `json:"copyBytes"`
+	// Load: the busiest measurement of the whole run.
+	Load Load `json:"load"`
 }
 
 // Machine facts.
@@ -187,21 +194,32 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			mageT = append(mageT, m.seconds)
 			fr.MageBytes, fr.MageEvaluators, fr.SSHPerTarget = m.bytes, m.evaluators, m.sshPerTarget
+			fr.Load = worst(fr.Load, m.load)
 			b, err := r.fleetRun(ctx, n, false)
 			if err != nil {
 				return nil, fmt.Errorf("baseline, %d targets: %w", n, err)
 			}
 			baseT = append(baseT, b.seconds)
+			fr.Load = worst(fr.Load, b.load)
 			fr.BaselineBytes, fr.BaselineEvaluator = b.bytes, b.evaluators
 			r.logf("N=%d run %d: deployAll %.2fs, sequential %.2fs", n, i+1, m.seconds, b.seconds)
 		}
 		fr.Mage, fr.Baseline = stat(mageT), stat(baseT)
 		fr.LowerBound = lowerBound(n, cfg.Profile)
-		if fr.Ceiling, err = r.ceiling(ctx, n); err != nil {
+		var cl Load
+		if fr.Ceiling, cl, err = r.ceiling(ctx, n); err != nil {
 			return nil, fmt.Errorf("lab ceiling, %d targets: %w", n, err)
 		}
-		r.logf("N=%d: %d bare nix copy at once over the same links take %.2fs", n, n, fr.Ceiling)
+		fr.Load = worst(fr.Load, cl)
+		r.logf("N=%d: %d bare nix copy at once over the same links take %.2fs (%s)", n, n, fr.Ceiling, fr.Load)
 		rep.Fleet = append(rep.Fleet, fr)
+		rep.Load = worst(rep.Load, fr.Load)
+	}
+	if err := r.copyMethods(ctx, rep); err != nil {
+		return nil, fmt.Errorf("copy throughput: %w", err)
+	}
+	for _, c := range rep.Copy {
+		rep.Load = worst(rep.Load, c.Load)
 	}
 	if rep.SSHCPU, err = r.sshCost(ctx); err != nil {
 		return nil, fmt.Errorf("SSH cost: %w", err)
@@ -246,6 +264,14 @@ func (r *runner) newLabShaped(ctx context.Context, n int, extras, shaped bool) (
 	l, err := lab.Start(ctx, lab.Config{Name: r.cfg.LabName, StateDir: state, Subnet: r.cfg.Subnet, Targets: names(n), Extras: extras}, r.ex)
 	if err != nil {
 		return nil, err
+	}
+	// The baseline (the old scripts: nix copy over ssh-ng://) needs the
+	// deploy user trusted; lab targets trust only root by default.
+	for _, name := range names(n) {
+		if err := l.TrustUser(ctx, name, true); err != nil {
+			l.Down(context.Background())
+			return nil, err
+		}
 	}
 	if !shaped {
 		return l, nil
@@ -298,6 +324,7 @@ type fleetOutcome struct {
 	bytes        int64
 	evaluators   int
 	sshPerTarget float64
+	load         Load
 }
 
 // fleetRun deploys n fresh targets with mage deployAll or with the
@@ -312,11 +339,12 @@ func (r *runner) fleetRun(ctx context.Context, n int, mage bool) (fleetOutcome, 
 	bytes0, conns0 := counters(ctx, l, n)
 	_, from := evaluators(r.shimLog, 0)
 	start := time.Now()
-	if mage {
-		err = r.mage(ctx, "deployAll", "-lab", fmt.Sprintf("-jobs=%d", n))
-	} else {
-		err = r.sequential(ctx, l, n)
-	}
+	out.load, err = measure(func() error {
+		if mage {
+			return r.mage(ctx, "deployAll", "-lab", fmt.Sprintf("-jobs=%d", n))
+		}
+		return r.sequential(ctx, l, n)
+	})
 	out.seconds = time.Since(start).Seconds()
 	if err != nil {
 		return out, err
@@ -397,8 +425,8 @@ func (r *runner) sequential(ctx context.Context, l *lab.Lab, n int) error {
 // rawDeploy: nix copy, then one SSH command that sets the profile and switches.
 func (r *runner) rawDeploy(ctx context.Context, t inventory.Target, path string) error {
 	var buf bytes.Buffer
-	err := r.ex.Run(ctx, run.Cmd{Name: "nix", Args: []string{"--extra-experimental-features", "nix-command", "copy", "--no-check-sigs",
-		"--to", "ssh-ng://" + t.User + "@" + t.Address, path},
+	err := r.ex.Run(ctx, run.Cmd{Name: "nix", Args: append(nix.GlobalArgs(false), "copy", "--no-check-sigs",
+		"--to", "ssh-ng://"+t.User+"@"+t.Address, path),
 		Env: append(r.env(), "NIX_SSHOPTS="+strings.Join(r.sshOpts(), " ")), Stdout: &buf, Stderr: &buf})
 	if err != nil {
 		return fmt.Errorf("nix copy to %s: %w %s", t.Name, err, buf.String())
@@ -413,36 +441,40 @@ func (r *runner) rawDeploy(ctx context.Context, t inventory.Target, path string)
 
 // ceiling copies n closures at once with bare nix copy over the profile's
 // links: the same transfers as a deployment with no tool around them.
-func (r *runner) ceiling(ctx context.Context, n int) (float64, error) {
+func (r *runner) ceiling(ctx context.Context, n int) (float64, Load, error) {
 	l, err := r.newLab(ctx, n, false)
 	if err != nil {
-		return 0, err
+		return 0, Load{}, err
 	}
 	defer l.Down(context.Background())
 	paths, err := r.build(ctx, names(n))
 	if err != nil {
-		return 0, err
+		return 0, Load{}, err
 	}
 	inv, err := inventory.LoadFile(l.InventoryPath())
 	if err != nil {
-		return 0, err
+		return 0, Load{}, err
 	}
 	start := time.Now()
-	errs := make(chan error, n)
-	for i, t := range inv.Targets {
-		go func() {
-			var buf bytes.Buffer
-			errs <- r.ex.Run(ctx, run.Cmd{Name: "nix", Args: []string{"--extra-experimental-features", "nix-command", "copy", "--no-check-sigs",
-				"--to", "ssh-ng://" + t.User + "@" + t.Address, paths[i]},
-				Env: []string{"NIX_SSHOPTS=" + strings.Join(r.sshOpts(), " ")}, Stdout: &buf, Stderr: &buf})
-		}()
-	}
-	for range inv.Targets {
-		if err := <-errs; err != nil {
-			return 0, err
+	load, err := measure(func() error {
+		errs := make(chan error, n)
+		for i, t := range inv.Targets {
+			go func() {
+				var buf bytes.Buffer
+				errs <- r.ex.Run(ctx, run.Cmd{Name: "nix", Args: append(nix.GlobalArgs(false), "copy", "--no-check-sigs",
+					"--to", "ssh-ng://"+t.User+"@"+t.Address, paths[i]),
+					Env: []string{"NIX_SSHOPTS=" + strings.Join(r.sshOpts(), " ")}, Stdout: &buf, Stderr: &buf})
+			}()
 		}
-	}
-	return time.Since(start).Seconds(), nil
+		var first error
+		for range inv.Targets {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+	return time.Since(start).Seconds(), load, err
 }
 
 // cpuSeconds is the machine's busy CPU time so far (from /proc/stat).

@@ -72,7 +72,9 @@ func makeFleet(ctx context.Context, root, dir string, n int, p Profile, seed str
 	}
 	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"},
 		{"-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "commit", "-q", "-m", "benchmark fleet"}} {
-		cmd := exec.CommandContext(ctx, "git", args...)
+		// No detached automatic maintenance writing into the repository
+		// while the benchmark removes it.
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "maintenance.auto=false", "-c", "gc.auto=0"}, args...)...)
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("git %s: %v %s", strings.Join(args, " "), err, out)

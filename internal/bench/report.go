@@ -33,22 +33,17 @@ type Goal struct {
 // Goals evaluates the performance targets.
 func (r *Report) Goals() []Goal {
 	var g []Goal
-	var first, last *FleetResult
-	for i := range r.Fleet {
-		if first == nil || r.Fleet[i].N < first.N {
-			first = &r.Fleet[i]
-		}
-		if last == nil || r.Fleet[i].N > last.N {
-			last = &r.Fleet[i]
+	for _, f := range r.Fleet {
+		if f.N == 1 && f.Baseline.Median > 0 {
+			v := f.Mage.Median / f.Baseline.Median
+			g = append(g, Goal{"deployAll / sequential at N=1", fmt.Sprintf("%.2f×", v), "≤ 0.95×", v <= 0.95})
 		}
 	}
-	if first != nil && last != nil && last.N > first.N {
-		v := last.Mage.Median / first.Mage.Median
-		g = append(g, Goal{fmt.Sprintf("deployAll N=%d vs N=%d", last.N, first.N), fmt.Sprintf("%.2f×", v), "≤ 1.5×", v <= 1.5})
-	}
-	if last != nil {
-		v := last.Baseline.Median / last.Mage.Median
-		g = append(g, Goal{fmt.Sprintf("sequential / deployAll at N=%d", last.N), fmt.Sprintf("%.2f×", v), "≥ 4×", v >= 4})
+	for _, f := range r.Fleet {
+		if f.Ceiling > 0 {
+			v := f.Mage.Median / f.Ceiling
+			g = append(g, Goal{fmt.Sprintf("deployAll / lab ceiling at N=%d", f.N), fmt.Sprintf("%.2f×", v), "≤ 1.05×", v <= 1.05})
+		}
 	}
 	if r.NoopRaw.Median > 0 {
 		v := r.NoopMage.Median / r.NoopRaw.Median
@@ -60,12 +55,19 @@ func (r *Report) Goals() []Goal {
 		maxSSH = max(maxSSH, f.SSHPerTarget)
 	}
 	g = append(g, Goal{"Nix evaluators per deployAll", fmt.Sprint(maxEval), "1", maxEval == 1})
-	g = append(g, Goal{"SSH connections per target per deploy", fmt.Sprintf("%.1f", maxSSH), "≤ 3", maxSSH <= 3})
+	g = append(g, Goal{"SSH connections per target per deploy", fmt.Sprintf("%.1f", maxSSH), "1 (+1 to verify after the switch)", maxSSH <= 2})
 	if r.Nmap.Median > 0 {
 		v := r.Discover.Median / r.Nmap.Median
 		g = append(g, Goal{"discover:subnet / nmap -p22 --open", fmt.Sprintf("%.2f×", v), "≤ 1×", v <= 1})
 	}
 	return g
+}
+
+func loadCell(l Load) string {
+	if l.Busy() {
+		return fmt.Sprintf("%.2f CPU-s, load %.1f: UNDER LOAD", l.ForeignCPU, l.Average)
+	}
+	return fmt.Sprintf("%.2f CPU-s, load %.1f", l.ForeignCPU, l.Average)
 }
 
 // WriteText prints the tables.
@@ -75,10 +77,19 @@ func (r *Report) WriteText(w io.Writer) error {
 		rows = append(rows, []string{fmt.Sprint(f.N), secs(f.Mage), secs(f.Baseline), ratio(f.Baseline.Median, f.Mage.Median),
 			fmt.Sprintf("%.2f s", f.LowerBound), ratio(f.Mage.Median, f.LowerBound), ratio(f.Baseline.Median, f.LowerBound),
 			fmt.Sprintf("%.2f s", f.Ceiling), ratio(f.Mage.Median, f.Ceiling),
-			mib(f.MageBytes), mib(f.BaselineBytes), fmt.Sprint(f.MageEvaluators), fmt.Sprint(f.BaselineEvaluator), fmt.Sprintf("%.1f", f.SSHPerTarget)})
+			mib(f.MageBytes), mib(f.BaselineBytes), fmt.Sprint(f.MageEvaluators), fmt.Sprint(f.BaselineEvaluator), fmt.Sprintf("%.1f", f.SSHPerTarget), loadCell(f.Load)})
 	}
 	fmt.Fprintf(w, "fleet deploy (%s)\n", r.Profile)
-	if err := ui.Table(w, []string{"N", "DEPLOYALL", "SEQUENTIAL", "SPEEDUP", "LOWER BOUND", "DEPLOYALL/LB", "SEQUENTIAL/LB", "LAB CEILING", "DEPLOYALL/CEILING", "BYTES (DEPLOYALL)", "BYTES (SEQ)", "EVALUATORS", "EVALUATORS (SEQ)", "SSH/TARGET"}, rows); err != nil {
+	if err := ui.TableMax(w, []string{"N", "DEPLOYALL", "SEQUENTIAL", "SPEEDUP", "LOWER BOUND", "DEPLOYALL/LB", "SEQUENTIAL/LB", "LAB CEILING", "DEPLOYALL/CEILING", "BYTES (DEPLOYALL)", "BYTES (SEQ)", "EVALUATORS", "EVALUATORS (SEQ)", "SSH/TARGET", "OTHER PROCESSES"}, rows, 80); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	var crows [][]string
+	for _, c := range r.Copy {
+		crows = append(crows, []string{c.Method, secs(c.Secs), fmt.Sprintf("%.0f MiB/s", c.MiBps), loadCell(c.Load)})
+	}
+	fmt.Fprintf(w, "copy of one %s closure, unshaped link\n", mib(r.CopyBytes))
+	if err := ui.TableMax(w, []string{"METHOD", "TIME", "THROUGHPUT", "OTHER PROCESSES"}, crows, 80); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
@@ -116,14 +127,24 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "Note: %s.\n", r.DelayNote)
 	}
 	b.WriteString("\n## Fleet deploy\n\n`mage deployAll` (one build for the fleet, targets in parallel) against a\nsequential baseline doing per target what the old scripts did (evaluate and\nbuild its system, `nix copy`, activate over SSH), each on fresh lab targets.\nThe lower bound is the time the profile's links need at least: every target\nreceives its whole closure through its own link, all of them through the\nshared uplink. The lab ceiling is the time N bare `nix copy` take when run\nall at once over the same links, with no tool around them: the fastest this\nlab takes the closures. Its simulated targets' sshd and nix-daemon run on\nthis machine's cores, so the ceiling can exceed the network bound.\n\n")
-	b.WriteString("| N | deployAll | sequential | speed-up | lower bound | deployAll / bound | sequential / bound | lab ceiling | deployAll / ceiling | bytes sent (deployAll) | bytes sent (sequential) | evaluators (deployAll) | evaluators (sequential) | SSH connections per target |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| N | deployAll | sequential | deployAll / sequential | lower bound | lab ceiling | deployAll / ceiling | bytes sent (deployAll) | bytes sent (sequential) | evaluators (deployAll) | evaluators (sequential) | SSH connections per target | other processes during the runs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range r.Fleet {
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %.2f s | %s | %s | %.2f s | %s | %s | %s | %d | %d | %.1f |\n", f.N, secs(f.Mage), secs(f.Baseline),
-			ratio(f.Baseline.Median, f.Mage.Median), f.LowerBound, ratio(f.Mage.Median, f.LowerBound), ratio(f.Baseline.Median, f.LowerBound),
-			f.Ceiling, ratio(f.Mage.Median, f.Ceiling),
-			mib(f.MageBytes), mib(f.BaselineBytes), f.MageEvaluators, f.BaselineEvaluator, f.SSHPerTarget)
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %.2f s | %.2f s | %s | %s | %s | %d | %d | %.1f | %s |\n", f.N, secs(f.Mage), secs(f.Baseline),
+			ratio(f.Mage.Median, f.Baseline.Median), f.LowerBound, f.Ceiling, ratio(f.Mage.Median, f.Ceiling),
+			mib(f.MageBytes), mib(f.BaselineBytes), f.MageEvaluators, f.BaselineEvaluator, f.SSHPerTarget, loadCell(f.Load))
+	}
+	if r.Load.Busy() {
+		fmt.Fprintf(&b, "\n**Warning: taken under load.** Other processes used %.2f CPU-seconds during the busiest measurement (load average %.2f): these figures mislead; rerun `mage bench` with nothing else running.\n", r.Load.ForeignCPU, r.Load.Average)
+	} else {
+		fmt.Fprintf(&b, "\nOther processes (not the benchmark, its lab or its children) used at most %.2f CPU-seconds during any measurement (load average %.2f at its end): the machine was quiet.\n", r.Load.ForeignCPU, r.Load.Average)
 	}
 	b.WriteString(r.analysis())
+	if len(r.Copy) > 0 {
+		fmt.Fprintf(&b, "\n## Copy: transport and trust\n\nOne closure of %s copied to a fresh lab target over an unshaped link (so that the figures show the cost of the transport itself, on this machine's CPU), %d runs each:\n\n| method | time | throughput | how | other processes |\n|---|---|---|---|---|\n", mib(r.CopyBytes), max(r.Runs, 3))
+		for _, c := range r.Copy {
+			fmt.Fprintf(&b, "| %s | %s | %.0f MiB/s | %s | %s |\n", c.Method, secs(c.Secs), c.MiBps, c.Note, loadCell(c.Load))
+		}
+	}
 	b.WriteString("\n## No-op redeploy and discovery\n\n| scenario | mage | baseline | ratio |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| redeploy of an up-to-date target | %s | %s (`nix copy` copying nothing + SSH activation) | %s |\n", secs(r.NoopMage), secs(r.NoopRaw), ratio(r.NoopMage.Median, r.NoopRaw.Median))
 	fmt.Fprintf(&b, "| discovery of the lab /24 | %s (%d hosts) | %s (`nmap -n -p22 --open`, %d hosts) | %s |\n", secs(r.Discover), r.MageFound, secs(r.Nmap), r.NmapFound, ratio(r.Discover.Median, r.Nmap.Median))

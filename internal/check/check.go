@@ -58,6 +58,11 @@ type StageError struct {
 }
 
 func (e *StageError) Error() string {
+	var env *nix.EnvError
+	if errors.As(e.Err, &env) {
+		// Not the repository's fault: the message names its own section.
+		return fmt.Sprintf("check failed at stage %d/4 (%s): %v", e.Stage, e.Name, e.Err)
+	}
 	return fmt.Sprintf("check failed at stage %d/4 (%s): %v (%s)", e.Stage, e.Name, e.Err, trouble.See(trouble.Check))
 }
 
@@ -102,6 +107,7 @@ func (c *Checker) Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, &StageError{4, "security lint", evalHint(err, flake.Offline())}
 	}
+	warnings = append(warnings, HardwareWarnings(opts.Root, inv)...)
 	res.Warnings = warnings
 	if len(warnings) == 0 {
 		c.Out.Linef("check 4/4 security: %s", c.Out.OK("ok"))
@@ -180,6 +186,14 @@ func (c *Checker) parse(ctx context.Context, root string) (int, error) {
 		}()
 	}
 	wg.Wait()
+	for _, e := range errs {
+		// Nix itself cannot run here (e.g. the daemon refuses this user):
+		// one error, the same for every file, and no syntax to fix.
+		var env *nix.EnvError
+		if errors.As(e, &env) {
+			return 0, env
+		}
+	}
 	var bad []error
 	for _, e := range errs {
 		if e != nil {

@@ -1,10 +1,15 @@
 package check
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -18,14 +23,15 @@ func TestSecurityWarnings(t *testing.T) {
 		"good": {SSHEnabled: true, PasswordAuthentication: ptr(false), KbdInteractiveAuthentication: ptr(false),
 			PermitRootLogin: ptr("no"), AuthorizedKeys: map[string]int{"monibahmed": 1},
 			Jupyter:   &jupyterFacts{IP: "127.0.0.1", Port: 8888, User: "jupyter", LoginShell: "/nix/store/x-shadow/bin/nologin"},
-			OpenPorts: []int{22}, FirewallEnabled: ptr(true)},
+			OpenPorts: []int{22}, FirewallEnabled: ptr(true), TrustedUsers: []string{"root"}},
 		"bad": {SSHEnabled: true, PasswordAuthentication: ptr(true), KbdInteractiveAuthentication: ptr(false),
 			PermitRootLogin: ptr("yes"), PasswordsInStore: []string{"monibahmed.initialPassword", "root.hashedPassword"},
 			AuthorizedKeys: map[string]int{"monibahmed": 0},
 			Jupyter:        &jupyterFacts{Placeholder: true, IP: "0.0.0.0", Port: 8888, User: "jupyter", LoginShell: "/bin/bash"},
 			OpenPorts:      []int{22, 8888}, FirewallEnabled: ptr(false),
 			NixServe:    &nixServeFacts{BindAddress: "0.0.0.0", Port: 5000},
-			PostgresTCP: true, PostgresTrust: true, BootEditor: true},
+			PostgresTCP: true, PostgresTrust: true, BootEditor: true,
+			TrustedUsers: []string{"root", "@wheel"}, ExtraTrustedUsers: []string{"monibahmed"}},
 	}
 	w := SecurityWarnings(inv, facts)
 	all := strings.Join(w, "\n")
@@ -49,6 +55,7 @@ func TestSecurityWarnings(t *testing.T) {
 		`uses "trust"`,
 		"set boot.loader.systemd-boot.editor = false",
 		"bad: the firewall is off",
+		"bad: nix.settings.trusted-users trusts @wheel, monibahmed: a trusted Nix user is root-equivalent",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("missing %q in:\n%s", want, all)
@@ -67,5 +74,49 @@ func TestSecurityWarnings(t *testing.T) {
 	if len(w) != 2 || !strings.Contains(all, "port 8888 is open in the firewall but Jupyter listens only on localhost") ||
 		!strings.Contains(all, "whoever reaches 192.168.1.50:5000") {
 		t.Fatalf("got %v", w)
+	}
+}
+
+type envFailingNix struct{ Nix }
+
+func (envFailingNix) ParseFile(ctx context.Context, path string) error {
+	return nix.Environment("error: getting status of '/nix/var/nix/daemon-socket/socket': Permission denied")
+}
+
+func (e envFailingNix) ParseFiles(ctx context.Context, paths []string) error {
+	return e.ParseFile(ctx, "")
+}
+
+type twoFiles struct{ Git }
+
+func (twoFiles) Tracked(ctx context.Context, pathspecs ...string) ([]string, error) {
+	return []string{"a.nix", "b.nix"}, nil
+}
+
+// A user the Nix daemon refuses gets one error naming that, not a parse
+// error in every file.
+func TestParseStageNamesTheInstallationProblem(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"a.nix", "b.nix"} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte("{ }\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	c := &Checker{Nix: envFailingNix{}, Git: twoFiles{}, Out: ui.New(&out)}
+	_, err := c.Run(context.Background(), Options{Root: root})
+	if err == nil {
+		t.Fatal("expected an error")
+	}
+	msg := err.Error()
+	for _, want := range []string{"stage 1/4 (parse)", "may not use the Nix daemon", "nix-users", "run as root", "nix-on-this-machine"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	for _, bad := range []string{"fix the syntax", ":0:0", "more problems"} {
+		if strings.Contains(msg, bad) {
+			t.Errorf("%q contains %q", msg, bad)
+		}
 	}
 }

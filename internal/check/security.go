@@ -60,6 +60,8 @@ const securityApply = `cs: builtins.mapAttrs (name: c:
     postgresTCP = (pg.enable or false) && (pg.enableTCPIP or false);
     postgresTrust = (pg.enable or false) && builtins.match "(.*[[:space:]])?trust([[:space:]].*)?" (builtins.replaceStrings [ "\n" ] [ " " ] (pg.authentication or "")) != null;
     bootEditor = (sdboot.enable or false) && (sdboot.editor or true);
+    trustedUsers = (cfg.nix.settings or { }).trusted-users or [ "root" ];
+    extraTrustedUsers = (cfg.nix.settings or { }).extra-trusted-users or [ ];
   }) cs`
 
 type jupyterFacts struct {
@@ -90,6 +92,8 @@ type securityFacts struct {
 	PostgresTCP                  bool           `json:"postgresTCP"`
 	PostgresTrust                bool           `json:"postgresTrust"`
 	BootEditor                   bool           `json:"bootEditor"`
+	TrustedUsers                 []string       `json:"trustedUsers"`
+	ExtraTrustedUsers            []string       `json:"extraTrustedUsers"`
 }
 
 func (c *Checker) security(ctx context.Context, f nix.Flake, inv *inventory.Inventory) ([]string, error) {
@@ -176,6 +180,15 @@ func SecurityWarnings(inv *inventory.Inventory, facts map[string]securityFacts) 
 		}
 		if s.BootEditor {
 			w = append(w, fmt.Sprintf("%s: the boot menu lets anyone at the keyboard edit the kernel command line (init=/bin/sh is a root shell): set boot.loader.systemd-boot.editor = false", t.Name))
+		}
+		var trusted []string
+		for _, u := range append(append([]string(nil), s.TrustedUsers...), s.ExtraTrustedUsers...) {
+			if u != "root" {
+				trusted = append(trusted, u)
+			}
+		}
+		if len(trusted) > 0 {
+			w = append(w, fmt.Sprintf("%s: nix.settings.trusted-users trusts %s: a trusted Nix user is root-equivalent (any program running as that user gets root through the nix-daemon, without a password); remove it: deployments need no trusted user (-trust=sudo, the default, or -trust=signed)", t.Name, strings.Join(trusted, ", ")))
 		}
 		if s.FirewallEnabled != nil && !*s.FirewallEnabled {
 			w = append(w, fmt.Sprintf("%s: the firewall is off (networking.firewall.enable = false): turn it on and open only the ports the machine serves", t.Name))

@@ -75,6 +75,10 @@ func (d *Deployer) plan(targets []inventory.Target, o Options) (map[string]place
 			p.kind, p.host = placeHost, h
 			if IsLocal(h.Address) {
 				p.kind, p.host = inventory.BuildLocal, inventory.Target{}
+			} else if o.Trust == TrustSigned {
+				// The key signs paths in this machine's store; what a build
+				// host built never is.
+				return nil, fmt.Errorf("target %s builds on %s, and -trust=signed signs only what is built on this machine: deploy it with -trust=sudo (the default) or -trust=trusted, or build it on the target (-buildon=target needs no trust at all) (%s)", t.Name, h.Name, trouble.See(trouble.RemoteBuild))
 			}
 		}
 		out[t.Name] = p

@@ -60,6 +60,9 @@ func TestPlan(t *testing.T) {
 	if err != nil || p["pi"].host.User != "ops" || p["pi"].host.Port != 2222 || !p["pi"].host.UserSet {
 		t.Errorf("%+v %v", p["pi"].host, err)
 	}
+	if _, err := d.plan([]inventory.Target{tg}, Options{Trust: TrustSigned}); err == nil || !strings.Contains(err.Error(), "-trust=signed signs only what is built on this machine") {
+		t.Errorf("signed closures from a build host: %v", err)
+	}
 	if err := (&Options{BuildOn: "over there"}).Normalize(); err == nil || !strings.Contains(err.Error(), "-buildon") {
 		t.Errorf("Normalize: %v", err)
 	}
@@ -87,7 +90,7 @@ func (n *evalNix) Derivations(_ context.Context, _ nix.Flake, names []string, _ 
 	return m, nil
 }
 
-func (n *evalNix) Realise(_ context.Context, drvs []string, _ *nix.LogParser) ([]string, error) {
+func (n *evalNix) Realise(_ context.Context, _ nix.Flake, drvs []string, _ *nix.LogParser) ([]string, error) {
 	n.realised = append(n.realised, drvs...)
 	return nil, nil
 }

@@ -21,11 +21,11 @@ type Nix interface {
 	Version(ctx context.Context) (nix.Version, error)
 	Build(ctx context.Context, f nix.Flake, attrs []string, p *nix.LogParser) ([]string, error)
 	Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error)
-	Copy(ctx context.Context, path string, o nix.CopyOptions, p *nix.LogParser) error
+	Copy(ctx context.Context, paths []string, o nix.CopyOptions, p *nix.LogParser) error
 	EvalJSON(ctx context.Context, f nix.Flake, attr, apply string) (string, error)
 	// Systems built elsewhere (remote.go, evalbuild.go).
 	Derivations(ctx context.Context, f nix.Flake, names []string, p *nix.LogParser) (map[string]nix.Derivation, error)
-	Realise(ctx context.Context, drvs []string, p *nix.LogParser) ([]string, error)
+	Realise(ctx context.Context, f nix.Flake, drvs []string, p *nix.LogParser) ([]string, error)
 	Platforms(ctx context.Context) (nix.Platforms, error)
 	StoreClosures(ctx context.Context, store string, paths []string) (map[string]map[string]int64, error)
 }

@@ -27,7 +27,7 @@ func (d *Deployer) evalBuild(ctx context.Context, f nix.Flake, b *buildState, na
 			local = append(local, n)
 		}
 	}
-	d.realiseLocal(ctx, b, local, ders)
+	d.realiseLocal(ctx, f, b, local, ders)
 }
 
 // evaluate evaluates the derivations of names in one `nix eval`; a target
@@ -65,7 +65,7 @@ func (d *Deployer) evaluate(ctx context.Context, f nix.Flake, b *buildState, nam
 // realiseLocal builds the evaluated systems of names here, in one
 // nix-store --realise (--keep-going), with the same failure attribution as
 // the shared nix build.
-func (d *Deployer) realiseLocal(ctx context.Context, b *buildState, names []string, ders map[string]nix.Derivation) {
+func (d *Deployer) realiseLocal(ctx context.Context, f nix.Flake, b *buildState, names []string, ders map[string]nix.Derivation) {
 	remaining := names
 	for len(remaining) > 0 {
 		parser := &nix.LogParser{OnProgress: func(p nix.Progress) { d.Report.BuildProgress(p.BuildsDone, p.BuildsExpected) }}
@@ -73,7 +73,7 @@ func (d *Deployer) realiseLocal(ctx context.Context, b *buildState, names []stri
 		for i, n := range remaining {
 			drvs[i] = ders[n].Drv
 		}
-		_, err := d.Nix.Realise(ctx, drvs, parser)
+		_, err := d.Nix.Realise(ctx, f, drvs, parser)
 		if err == nil {
 			outs := make([]string, len(remaining))
 			for i, n := range remaining {
@@ -97,7 +97,7 @@ func (d *Deployer) realiseLocal(ctx context.Context, b *buildState, names []stri
 		if len(failed) == 0 && len(remaining) > 1 {
 			for _, n := range remaining {
 				p := &nix.LogParser{}
-				if _, err := d.Nix.Realise(ctx, []string{ders[n].Drv}, p); err != nil {
+				if _, err := d.Nix.Realise(ctx, f, []string{ders[n].Drv}, p); err != nil {
 					failed[n] = buildFailure(n, p, d.Root, err)
 				}
 			}

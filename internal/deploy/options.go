@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/signing"
 	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/target"
 )
@@ -54,8 +55,10 @@ type Options struct {
 	// connection lives before it is declared dead.
 	CommandTimeout time.Duration
 	DeadPeer       time.Duration
-	// Daemon: how the copy reaches the target's store.
-	Daemon target.Daemon
+	// Trust: how the target comes to accept the copied paths (default
+	// TrustSudo); SigningKey is the secret key for TrustSigned.
+	Trust      Trust
+	SigningKey string
 	// BuildOn overrides every target's "build" for the run: local, target,
 	// or the name of a build host of the inventory (-buildon).
 	BuildOn string
@@ -63,6 +66,24 @@ type Options struct {
 	// then left to the targets (see Run).
 	Abandon <-chan struct{}
 }
+
+// Trust is how a target comes to accept paths built elsewhere: the
+// deploy user is never made a trusted Nix user (that is root-equivalent)
+// unless TrustTrusted says the target already trusts it.
+type Trust string
+
+// Trust mechanisms.
+const (
+	// TrustSudo: the copy talks to a root nix-daemon started through sudo
+	// on the target (the sudo right activation needs anyway).
+	TrustSudo Trust = "sudo"
+	// TrustSigned: the deployer signs the paths with its key; targets
+	// trust the public keys in targets/common/deployer-keys/.
+	TrustSigned Trust = "signed"
+	// TrustTrusted: the target already trusts the deploy user
+	// (nix.settings.trusted-users), as ssh-ng:// copies require.
+	TrustTrusted Trust = "trusted"
+)
 
 // DefaultJobs is the number of targets deployed at once unless -jobs says
 // otherwise: copies are network bound, and the build is shared anyway.
@@ -82,6 +103,16 @@ func (o *Options) Normalize() error {
 	}
 	if o.Jobs < 0 {
 		return fmt.Errorf("invalid -jobs=%d: must be at least 1", o.Jobs)
+	}
+	switch o.Trust {
+	case "":
+		o.Trust = TrustSudo
+	case TrustSudo, TrustSigned, TrustTrusted:
+	default:
+		return fmt.Errorf("invalid -trust=%s: use sudo (default), signed or trusted", o.Trust)
+	}
+	if o.Trust == TrustSigned && o.SigningKey == "" {
+		o.SigningKey = signing.DefaultKeyFile()
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("invalid -port=%d", o.Port)

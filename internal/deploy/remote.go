@@ -80,7 +80,9 @@ func (j *job) validOn(ctx context.Context, s *target.Session, path string) bool 
 
 // sendDerivations copies the system's derivation closure to the builder.
 func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *Failure {
-	b, err := bh.sess.OpenBridge(ctx, j.o.Daemon)
+	// The SSH user's daemon: derivations are content-addressed, so even a
+	// daemon that trusts no one but root adds them (any -trust).
+	b, err := bh.sess.OpenBridge(ctx, target.DaemonUser)
 	if err != nil {
 		return &Failure{Section: trouble.Network, Cause: "opening the bridge to " + bh.name + ": " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}
 	}
@@ -89,7 +91,7 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 	defer cancel()
 	stalled := j.watchStall(cctx, cancel, b)
 	parser := &nix.LogParser{}
-	err = j.d.Nix.Copy(cctx, j.built.drv, nix.CopyOptions{To: b.URI(), Derivation: true, NoCheckSigs: true}, parser)
+	err = j.d.Nix.Copy(cctx, []string{j.built.drv}, nix.CopyOptions{To: b.URI(), Derivation: true}, parser)
 	if err == nil {
 		j.d.Report.Note(j.t.Name, fmt.Sprintf("derivations sent to %s (%s)", bh.name, HumanBytes(b.Sent())))
 		return nil
@@ -116,7 +118,7 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 		return j.outOfDisk(ctx, bh, who, err)
 	case nix.StoreUntrusted:
 		return &Failure{Section: trouble.TrustedUsers, Cause: who + " refuses the derivations from " + bh.sess.User,
-			Remedy: "derivations are content-addressed and need no trust: check that its Nix is 2.8 or newer, or deploy with -daemon=sudo", Err: err}
+			Remedy: "derivations are content-addressed and need no trust: check its Nix (2.8 or newer) and its nix.conf (require-sigs, allowed-users)", Err: err}
 	}
 	return &Failure{Section: trouble.RemoteBuild, Cause: "sending the derivations to " + who + " failed: " + target.Clean(strings.Join(target.LastLines(text, 2), " | "), 300),
 		Remedy: "check the network and Nix there, then run again", Err: err}
@@ -191,7 +193,7 @@ func (j *job) realiseFailure(ctx context.Context, bh *buildHost, who string, p *
 	if nix.ClassifyStoreError(text) == nix.StoreDiskFull {
 		return j.outOfDisk(ctx, bh, who, err)
 	}
-	if nix.DaemonMissing(text) {
+	if nix.ClassifyStoreError(text) == nix.StoreNoDaemon {
 		return &Failure{Section: trouble.TargetSetup, Cause: "the nix-daemon of " + who + " is not running", Remedy: "start it there (systemctl start nix-daemon.socket)", Err: err}
 	}
 	if st, serr := bh.sess.ReadState(context.WithoutCancel(ctx)); serr == nil && st.Free >= 0 && st.Free < 32<<20 {
@@ -275,7 +277,7 @@ func (j *job) outOfDisk(ctx context.Context, bh *buildHost, who string, err erro
 // (path and NAR size), through a bridge, for the copy stage's missing
 // paths and disk check.
 func (j *job) builderClosure(ctx context.Context, bh *buildHost, who string) *Failure {
-	b, err := bh.sess.OpenBridge(ctx, j.o.Daemon)
+	b, err := bh.sess.OpenBridge(ctx, target.DaemonUser)
 	if err != nil {
 		return &Failure{Section: trouble.Network, Cause: "opening the bridge to " + bh.name + ": " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}
 	}
@@ -308,10 +310,10 @@ func (j *job) builderClosure(ctx context.Context, bh *buildHost, who string) *Fa
 // host copying to the target over its own SSH would need keys and host
 // keys between the two; this needs nothing new, at the price of the bytes
 // crossing this machine's link twice.)
-func (j *job) copyClosure(ctx context.Context, b *target.Bridge, o nix.CopyOptions, parser *nix.LogParser) error {
+func (j *job) copyClosure(ctx context.Context, b *target.Bridge, paths []string, o nix.CopyOptions, parser *nix.LogParser) error {
 	p := j.shared.plan[j.t.Name]
 	if p.kind != placeHost {
-		return j.d.Nix.Copy(ctx, j.built.path, o, parser)
+		return j.d.Nix.Copy(ctx, paths, o, parser)
 	}
 	fail := func(err error) error {
 		// The copy's failure is explained from the parser's lines.

@@ -45,7 +45,7 @@ func (n *fakeNix) Closures(_ context.Context, paths []string) (map[string]map[st
 	}
 	return m, nil
 }
-func (n *fakeNix) Copy(ctx context.Context, path string, o nix.CopyOptions, p *nix.LogParser) error {
+func (n *fakeNix) Copy(ctx context.Context, paths []string, o nix.CopyOptions, p *nix.LogParser) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.copies++
@@ -68,7 +68,7 @@ func (n *fakeNix) EvalJSON(context.Context, nix.Flake, string, string) (string, 
 func (n *fakeNix) Derivations(context.Context, nix.Flake, []string, *nix.LogParser) (map[string]nix.Derivation, error) {
 	return nil, errors.New("not used")
 }
-func (n *fakeNix) Realise(context.Context, []string, *nix.LogParser) ([]string, error) {
+func (n *fakeNix) Realise(context.Context, nix.Flake, []string, *nix.LogParser) ([]string, error) {
 	return nil, errors.New("not used")
 }
 func (n *fakeNix) Platforms(context.Context) (nix.Platforms, error) {

@@ -1,26 +1,20 @@
 package discover
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/skeema/knownhosts"
-	"golang.org/x/crypto/ssh"
-
 	"github.com/monibahmed/nixos-config/internal/inventory"
-	"github.com/monibahmed/nixos-config/internal/nix"
-	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
 // Key statuses against known_hosts.
@@ -28,9 +22,16 @@ const (
 	KeyKnown   = "known"
 	KeyUnknown = "unknown"
 	KeyChanged = "changed"
+	// KeyOtherType: known_hosts has keys for the address, but the host
+	// offers none of their types (a host key problem, like a changed key).
+	KeyOtherType = "other-type"
+	// KeyRevoked: known_hosts marks the key @revoked.
+	KeyRevoked = "revoked"
 )
 
-// Host is one machine with an open SSH port.
+// Host is one machine with an open SSH port. Every string in it that came
+// from the host (or its DNS) is validated or sanitized (ui.Sanitize) and
+// bounded: it is safe to print and to encode.
 type Host struct {
 	Address     string `json:"address"`
 	ReverseDNS  string `json:"reverseDNS,omitempty"`
@@ -44,9 +45,17 @@ type Host struct {
 	NixOS      bool   `json:"nixos"`
 	Version    string `json:"nixosVersion,omitempty"`
 	Generation int    `json:"generation,omitempty"`
-	// Target is the inventory target it matched ("" if none), and how.
+	// Target is the inventory target it matched ("" if none), and how:
+	// "address", "host key" (known_hosts has its key for the target's
+	// address: it moved) or "hostname" (what it says its name is: weak).
 	Target  string `json:"target,omitempty"`
 	MatchBy string `json:"matchedBy,omitempty"`
+	// KeyKnownFor: other known_hosts entries with the key this host presents
+	// when it is unknown at this address.
+	KeyKnownFor []string `json:"keyKnownFor,omitempty"`
+	// Notes are warnings for a person: a moved or spoofed key, a key type
+	// mismatch, output that was cut or not valid.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Result of a discovery.
@@ -63,7 +72,10 @@ type Options struct {
 	Port        int           // default 22
 	Concurrency int           // parallel connects, default 256
 	Timeout     time.Duration // per connect, default 500ms
-	User        string        // deploy user for key authentication
+	// HostTimeout bounds the SSH handshake with each open host, and then the
+	// probe after it, each; default 5s. A host cannot hold a scan longer.
+	HostTimeout time.Duration
+	User        string // deploy user for key authentication
 	KnownHosts  []string
 	Identities  []string // empty: agent and ~/.ssh/id_*
 	// Resolver for reverse DNS; nil disables it.
@@ -84,6 +96,9 @@ func (o *Options) defaults() {
 	}
 	if o.User == "" {
 		o.User = inventory.DefaultUser
+	}
+	if o.HostTimeout <= 0 {
+		o.HostTimeout = 5 * time.Second
 	}
 }
 
@@ -171,12 +186,26 @@ func Scan(ctx context.Context, subnets []netip.Prefix, inv *inventory.Inventory,
 	wg.Wait()
 
 	match(hosts, inv, res)
+	for i := range hosts {
+		h := &hosts[i]
+		switch {
+		case len(h.KeyKnownFor) == 0 || h.MatchBy == "host key":
+		case h.KeyStatus == KeyChanged:
+			h.Notes = append(h.Notes, fmt.Sprintf("host key changed at %s, and known_hosts has the key it presents for %s: machines swapped addresses, or something answers with a copy of that key (spoofing); verify the fingerprint on the machines' consoles (%s)",
+				h.Address, strings.Join(h.KeyKnownFor, ", "), trouble.See(trouble.HostKeys)))
+		default:
+			h.Notes = append(h.Notes, fmt.Sprintf("host key unknown at %s, but known_hosts has it for %s: the host moved, or something answers with a copy of its key (spoofing); verify the fingerprint on the machine's console (%s)",
+				h.Address, strings.Join(h.KeyKnownFor, ", "), trouble.See(trouble.HostKeys)))
+		}
+	}
 	res.Hosts = hosts
 	res.Duration = time.Since(start)
 	return res, nil
 }
 
-// match assigns inventory targets by address, then by hostname, and lists
+// match assigns inventory targets by address, then by host key (the key
+// known_hosts has for a target's address: the machine moved), then by the
+// hostname the host reports (weak: any machine can claim a name), and lists
 // the targets that were not found.
 func match(hosts []Host, inv *inventory.Inventory, res *Result) {
 	if inv == nil {
@@ -193,6 +222,20 @@ func match(hosts []Host, inv *inventory.Inventory, res *Result) {
 		}
 	}
 	for i := range hosts {
+		if hosts[i].Target != "" || len(hosts[i].KeyKnownFor) == 0 {
+			continue
+		}
+		for _, t := range inv.Targets {
+			if !used[t.Name] && slices.Contains(hosts[i].KeyKnownFor, t.Address) {
+				hosts[i].Target, hosts[i].MatchBy = t.Name, "host key"
+				used[t.Name] = true
+				hosts[i].Notes = append(hosts[i].Notes, fmt.Sprintf("%s moved? Its host key is unknown at %s but known for %s, %s's address in the inventory: if the machine really moved, update targets/%s/target.json and known_hosts (%s)",
+					t.Name, hosts[i].Address, t.Address, t.Name, t.Name, trouble.See(trouble.HostKeys)))
+				break
+			}
+		}
+	}
+	for i := range hosts {
 		if hosts[i].Target != "" || hosts[i].Hostname == "" {
 			continue
 		}
@@ -200,6 +243,10 @@ func match(hosts []Host, inv *inventory.Inventory, res *Result) {
 			if t.Name == hosts[i].Hostname && !used[t.Name] {
 				hosts[i].Target, hosts[i].MatchBy = t.Name, "hostname"
 				used[t.Name] = true
+				if hosts[i].KeyStatus != KeyKnown {
+					hosts[i].Notes = append(hosts[i].Notes, fmt.Sprintf("calls itself %s, but its host key is not the one known_hosts has for %s (%s): a reinstalled machine, or another machine claiming the name; verify the fingerprint on %s's console before trusting it (%s)",
+						t.Name, t.Name, t.Address, t.Name, trouble.See(trouble.HostKeys)))
+				}
 				break
 			}
 		}
@@ -214,146 +261,4 @@ func match(hosts []Host, inv *inventory.Inventory, res *Result) {
 		b, _ := netip.ParseAddr(hosts[j].Address)
 		return a.Less(b)
 	})
-}
-
-// bannerConn records the server's identification line as the SSH library reads it.
-type bannerConn struct {
-	net.Conn
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	done bool
-}
-
-func (c *bannerConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.mu.Lock()
-	if !c.done && n > 0 {
-		c.buf.Write(p[:n])
-		if bytes.Contains(c.buf.Bytes(), []byte("\n")) || c.buf.Len() > 512 {
-			c.done = true
-		}
-	}
-	c.mu.Unlock()
-	return n, err
-}
-
-func (c *bannerConn) banner() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, line := range strings.Split(c.buf.String(), "\n") {
-		if strings.HasPrefix(line, "SSH-") {
-			return strings.TrimSpace(line)
-		}
-	}
-	return ""
-}
-
-const probeScript = `hostname
-if [ -e /etc/NIXOS ] || [ -e /run/current-system/nixos-version ]; then echo nixos=yes; else echo nixos=no; fi
-echo "version=$(cat /run/current-system/nixos-version 2>/dev/null)"
-echo "profile=$(readlink /nix/var/nix/profiles/system 2>/dev/null)"
-`
-
-// inspectHost reads the banner and host key, and logs in when our keys are
-// accepted. It never sends a password, never forwards the agent, and never
-// writes to known_hosts; with a changed host key it does not log in.
-func inspectHost(ctx context.Context, h *Host, o Options) {
-	if o.Resolver != nil {
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		if names, err := o.Resolver.LookupAddr(rctx, h.Address); err == nil && len(names) > 0 {
-			h.ReverseDNS = strings.TrimSuffix(names[0], ".")
-		}
-		cancel()
-	}
-	hp := net.JoinHostPort(h.Address, strconv.Itoa(o.Port))
-	d := net.Dialer{Timeout: 3 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", hp)
-	if err != nil {
-		h.AuthError = "connection failed: " + err.Error()
-		return
-	}
-	conn := &bannerConn{Conn: raw}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-
-	var files []string
-	for _, f := range o.KnownHosts {
-		if _, err := os.Stat(f); err == nil {
-			files = append(files, f)
-		}
-	}
-	db, dbErr := knownhosts.NewDB(files...)
-	algos := []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256}
-	if dbErr == nil {
-		if known := db.HostKeyAlgorithms(hp); len(known) > 0 {
-			algos = known
-		}
-	}
-	// No usable key still leaves the banner and the host key to report.
-	auth, closeAgent, _ := sshx.AuthMethods(o.Identities, len(o.Identities) > 0)
-	defer closeAgent()
-	cfg := &ssh.ClientConfig{
-		User: o.User,
-		Auth: auth,
-		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
-			h.Fingerprint = ssh.FingerprintSHA256(key)
-			if dbErr != nil {
-				h.KeyStatus = KeyUnknown
-				return nil
-			}
-			err := db.HostKeyCallback()(hostname, remote, key)
-			switch {
-			case err == nil:
-				h.KeyStatus = KeyKnown
-			case knownhosts.IsHostKeyChanged(err):
-				h.KeyStatus = KeyChanged
-				return err // possibly not the machine we think: do not log in
-			default:
-				h.KeyStatus = KeyUnknown
-			}
-			return nil
-		},
-		HostKeyAlgorithms: algos,
-		Timeout:           5 * time.Second,
-	}
-	sconn, chans, reqs, err := ssh.NewClientConn(conn, hp, cfg)
-	h.SSHVersion = conn.banner()
-	if err != nil {
-		if h.KeyStatus == KeyChanged {
-			h.AuthError = "host key changed: not logged in"
-		} else if h.Fingerprint != "" {
-			h.AuthError = "our keys were not accepted for " + o.User
-		} else {
-			h.AuthError = "SSH handshake failed: " + err.Error()
-		}
-		return
-	}
-	client := ssh.NewClient(sconn, chans, reqs)
-	defer client.Close()
-	sess, err := client.NewSession()
-	if err != nil {
-		return
-	}
-	defer sess.Close()
-	out, err := sess.Output(probeScript)
-	if err != nil && len(out) == 0 {
-		h.AuthError = "logged in, but the probe failed: " + err.Error()
-		return
-	}
-	h.LoggedIn = true
-	lines := strings.Split(string(out), "\n")
-	if len(lines) > 0 {
-		h.Hostname = strings.TrimSpace(lines[0])
-	}
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(l, "=")
-		switch k {
-		case "nixos":
-			h.NixOS = v == "yes"
-		case "version":
-			h.Version = strings.TrimSpace(v)
-		case "profile":
-			h.Generation = nix.GenerationOf(v)
-		}
-	}
 }

@@ -281,9 +281,9 @@ func TestMixedFleetEvaluatesOnce(t *testing.T) {
 
 // What the daemons must trust: derivations are content-addressed, so a
 // target (or build host) whose nix-daemon trusts no user besides root takes
-// them from the SSH user's `nix-daemon --stdio` (-daemon=user) and builds
-// them; only the built paths of a build host need a trusted way onto the
-// target (-daemon=sudo, or trusted-users).
+// them from the SSH user's `nix-daemon --stdio` and builds them, whatever
+// -trust says; only the built paths of a build host need a trusted way onto
+// the target (-trust=sudo, or a trusted user).
 func TestRemoteBuildTrust(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -291,26 +291,28 @@ func TestRemoteBuildTrust(t *testing.T) {
 		if err := f.lab.TrustUser(ctx, h, false); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { f.lab.TrustUser(ctx, h, true) })
+		t.Cleanup(func() { f.lab.TrustUser(ctx, h, false) }) // the lab's default
 	}
 	const host = "media-center"
 	f.setConfig(host, `environment.etc."trust".text = "`+unique()+`";`)
 	f.commit("trust")
-	succeeds(t, f.mage("deploy", host, "-", "-lab", "-buildon=target", "-daemon=user"))
+	succeeds(t, f.mage("deploy", host, "-", "-lab", "-buildon=target", "-trust=trusted"))
 	if f.generation(host) != 1 || localValid(f.current(host)) {
 		t.Fatalf("generation %d", f.generation(host))
 	}
 	f.setConfig(host, `environment.etc."trust2".text = "`+unique()+`";`)
 	f.commit("trust2")
-	r := f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-daemon=user")
-	failsWith(t, r, host+": copy: the target's Nix refuses unsigned paths from monibahmed")
+	r := f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-trust=trusted")
+	failsWith(t, r, host+": copy: the target's Nix refuses unsigned paths from monibahmed", "-trust=sudo")
 	if !strings.Contains(r.Stdout, "build on dev-workstation:") || f.generation(host) != 1 {
 		t.Fatalf("not built on the untrusting build host, or activated:\n%s", r.Combined())
 	}
-	succeeds(t, f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-daemon=sudo"))
+	succeeds(t, f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-trust=sudo"))
 	if f.generation(host) != 2 || !validOn(f, "dev-workstation", f.current(host)) {
 		t.Fatalf("generation %d", f.generation(host))
 	}
+	// Signed closures are signed here: a build host's output never is.
+	failsWith(t, f.mage("deploy", host, "-", "-lab", "-buildon=dev-workstation", "-trust=signed"), "-trust=signed signs only what is built on this machine", "-buildon=target needs no trust")
 }
 
 // mage check's inventory lint knows "build": a bad value, a build host

@@ -82,6 +82,54 @@ func TestReadmeExamples(t *testing.T) {
 	}
 }
 
+// Every target the README's tables name is listed by `mage -l` and answered
+// by `mage -h <name>`, and every listed target is in the README: one name
+// for each target everywhere (no alias that -h would not know).
+func TestReadmeTargetNamesMatchMage(t *testing.T) {
+	testutil.RequireTools(t, "go", "git")
+	data, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// First column of the README's target tables: | `name` (also `alias`) | ...
+	row := regexp.MustCompile("(?m)^\\| `([a-zA-Z:]+)`((?: \\(also `[a-zA-Z:]+`\\))?) \\|")
+	readme := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(data), -1) {
+		readme[m[1]] = true
+		for _, a := range regexp.MustCompile("`([a-zA-Z:]+)`").FindAllStringSubmatch(m[2], -1) {
+			readme[a[1]] = true
+		}
+	}
+	bin := testutil.MageBinary(t)
+	dir := testutil.RepoRoot(t)
+	list := testutil.Run(t, dir, nil, bin, "-l")
+	if list.Code != 0 {
+		t.Fatalf("mage -l: %s", list.Combined())
+	}
+	listed := map[string]bool{}
+	for _, l := range strings.Split(list.Stdout, "\n") {
+		if f := strings.Fields(l); len(l) > 2 && l[:2] == "  " && len(f) > 0 {
+			listed[f[0]] = true
+		}
+	}
+	if len(listed) < 15 {
+		t.Fatalf("mage -l lists only %v", listed)
+	}
+	for name := range readme {
+		if !listed[name] {
+			t.Errorf("the README names %q, mage -l does not list it", name)
+		}
+		if r := testutil.Run(t, dir, nil, bin, "-h", name); r.Code != 0 || !strings.Contains(r.Stdout, "mage "+strings.ToLower(name)) {
+			t.Errorf("mage -h %s: exit %d\n%s", name, r.Code, r.Combined())
+		}
+	}
+	for name := range listed {
+		if !readme[name] {
+			t.Errorf("mage -l lists %q, the README's tables do not", name)
+		}
+	}
+}
+
 // shellWords splits a command line as sh does for words and single-quoted
 // strings (all the README's examples use).
 func shellWords(line string) []string {

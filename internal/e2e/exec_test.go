@@ -29,7 +29,7 @@ func TestExecOnThreeTargets(t *testing.T) {
 			t.Errorf("no summary row for %s:\n%s", h, r.Stdout)
 		}
 	}
-	if strings.Contains(r.Stdout, "\x1b") || strings.Contains(r.Stdout, "\r") || !strings.Contains(r.Stdout, `\x1b]0;pwned\x07\x1b[2J\x0dx`) {
+	if strings.Contains(r.Stdout, "\x1b") || strings.Contains(r.Stdout, "\r") || !strings.Contains(r.Stdout, `\x1b]0;pwned\a\x1b[2J\rx`) {
 		t.Errorf("the escape sequences were not neutralised:\n%q", r.Stdout)
 	}
 

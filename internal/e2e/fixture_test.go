@@ -35,9 +35,6 @@ func newFixture(t *testing.T) *fixture {
 	return newFixtureOn(t, deployLab, fleetNames)
 }
 
-// resetScript returns a lab target to "never deployed".
-const resetScript = "rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info"
-
 func newFixtureOn(t *testing.T, l *lab.Lab, hosts []string) *fixture {
 	t.Helper()
 	f := &fixture{t: t, lab: l, repo: testutil.CopyRepo(t)}
@@ -46,11 +43,38 @@ func newFixtureOn(t *testing.T, l *lab.Lab, hosts []string) *fixture {
 	}
 	ctx := context.Background()
 	for _, h := range hosts {
-		if _, err := f.lab.Exec(ctx, h, "sh", "-c", resetScript); err != nil {
+		out, err := f.lab.Exec(ctx, h, "sh", "-c", resetTarget)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if s := strings.TrimSpace(out); s != "" {
+			t.Logf("%s: stopped an activation unit an earlier test left: %s", h, s)
 		}
 	}
 	return f
+}
+
+// resetTarget makes a lab target "never deployed". Activation units an
+// earlier test left running (abandoned or killed deployers: they wait for a
+// verdict and may roll back by themselves) are stopped first, or one could
+// roll the target back in the middle of an unrelated test (once the cause
+// of TestFailingHealthCheckRollsBack's "-norollback: generation 1" under
+// load, with the former watchdog).
+const resetTarget = `for p in /proc/[0-9]*; do
+	case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+	"/bin/sh /run/nixos-config/"* | "flock -o -n -E 96 /run/nixos-config.activate.lock "*)
+		tr '\0' ' ' < "$p/cmdline"
+		kill -9 "${p#/proc/}" 2>/dev/null
+		;;
+	esac
+done
+rm -rf /run/current-system /nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link /var/lib/nixos-double /var/lib/nixos-config /run/nixos-config /run/nixos-config.lock.info /run/nixos-config.activate.info`
+
+// watchdogs lists the activation units running on a target (each waits
+// for its deployer's verdict, and rolls back when nobody confirms), for
+// failure messages.
+func (f *fixture) watchdogs(host string) string {
+	return f.exec(host, `for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null); case "$c" in "/bin/sh /run/nixos-config/"*) echo "running: $c" ;; esac; done; true`)
 }
 
 func (f *fixture) mage(args ...string) testutil.Result {
@@ -101,8 +125,8 @@ func (f *fixture) commit(msg string) string {
 func (f *fixture) system(target, rev string) string {
 	f.t.Helper()
 	fl := nix.Flake{Dir: f.repo, Nixpkgs: filepath.Join(f.repo, nix.DoubleDir), Rev: rev}
-	args := append([]string{"--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json",
-		fl.Ref() + "#" + nix.Toplevel(target)}, fl.Args()...)
+	args := append(append(nix.GlobalArgs(true), "build", "--no-link", "--json",
+		fl.Ref()+"#"+nix.Toplevel(target)), fl.Args()...)
 	out, err := exec.Command("nix", args...).Output()
 	if err != nil {
 		f.t.Fatalf("nix build %s: %v", target, err)

@@ -13,9 +13,11 @@ import (
 	"github.com/monibahmed/nixos-config/internal/testutil"
 )
 
-func nixOut(t *testing.T, dir string, args ...string) string {
+// nixOut runs nix with the toolkit's own settings (nix.GlobalArgs): the
+// machine's nix.conf does not matter; offline for the test double.
+func nixOut(t *testing.T, dir string, offline bool, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("nix", args...)
+	cmd := exec.Command("nix", append(nix.GlobalArgs(offline), args...)...)
 	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
@@ -33,7 +35,7 @@ func nixOut(t *testing.T, dir string, args ...string) string {
 func TestFlakeTargetsOutputMatchesInventory(t *testing.T) {
 	requireNix(t)
 	dir := testutil.CopyRepo(t)
-	out := nixOut(t, dir, "eval", "--json", ".#targets")
+	out := nixOut(t, dir, false, "eval", "--json", ".#targets")
 	fromNix, err := inventory.Parse([]byte(out), "nix eval")
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +64,7 @@ func toplevels(t *testing.T, dir string) map[string]string {
 	var res []struct {
 		Outputs map[string]string `json:"outputs"`
 	}
-	if err := json.Unmarshal([]byte(nixOut(t, dir, args...)), &res); err != nil {
+	if err := json.Unmarshal([]byte(nixOut(t, dir, true, args...)), &res); err != nil {
 		t.Fatal(err)
 	}
 	m := map[string]string{}
@@ -113,7 +115,7 @@ func TestBinaryCacheModule(t *testing.T) {
 	dir := testutil.CopyRepo(t)
 	double := filepath.Join(dir, nix.DoubleDir)
 	eval := func(attr string) string {
-		return strings.TrimSpace(nixOut(t, dir, append([]string{"eval", "--json", ".#nixosConfigurations." + attr}, (nix.Flake{Dir: dir, Nixpkgs: double}).Args()...)...))
+		return strings.TrimSpace(nixOut(t, dir, true, append([]string{"eval", "--json", ".#nixosConfigurations." + attr}, (nix.Flake{Dir: dir, Nixpkgs: double}).Args()...)...))
 	}
 	testutil.Edit(t, dir, "targets/lab-server/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache.server = { enable = true; bindAddress = \"192.168.1.50\"; };")
 	testutil.Edit(t, dir, "targets/media-center/configuration.nix", "imports = [ ./hardware-configuration.nix ];", "imports = [ ./hardware-configuration.nix ];\n  homelab.binaryCache = { url = \"http://192.168.1.50:5000\"; publicKey = \"lab-cache-1:AAAA\"; };")

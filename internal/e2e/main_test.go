@@ -20,6 +20,9 @@ var deployLab *lab.Lab
 var fleetNames = []string{"dev-workstation", "lab-server", "media-center"}
 
 func TestMain(m *testing.M) {
+	if os.Getenv(rusageWrapperEnv) != "" {
+		os.Exit(rusageWrapper())
+	}
 	os.Exit(func() int {
 		if os.Geteuid() == 0 && len(lab.Prerequisites()) == 0 {
 			dir, err := os.MkdirTemp("", "e2e-lab-")

@@ -36,12 +36,12 @@ func writeFile(t *testing.T, dir, file, content string) {
 // evalDouble evaluates an attribute of the flake against the test double.
 func evalDouble(t *testing.T, dir, attr, apply string) string {
 	t.Helper()
-	args := []string{"--extra-experimental-features", "nix-command flakes", "eval", "--json", ".#" + attr}
+	args := []string{"eval", "--json", ".#" + attr}
 	if apply != "" {
 		args = append(args, "--apply", apply)
 	}
 	args = append(args, (nix.Flake{Dir: dir, Nixpkgs: filepath.Join(dir, nix.DoubleDir)}).Args()...)
-	return strings.TrimSpace(nixOut(t, dir, args...))
+	return strings.TrimSpace(nixOut(t, dir, true, args...))
 }
 
 // After `mage hardware` every target has nixos-generate-config's output,

@@ -293,7 +293,8 @@ func TestFailingHealthCheckRollsBack(t *testing.T) {
 	r = f.mage("deploy", "media-center", "-", "-lab", "-norollback")
 	failsWith(t, r, "health check failed", "-norollback")
 	if f.generation("media-center") != 2 || f.current("media-center") == good {
-		t.Fatalf("-norollback: generation %d", f.generation("media-center"))
+		t.Fatalf("-norollback: generation %d\nwatchdogs: %s\nhistory: %s", f.generation("media-center"), f.watchdogs("media-center"),
+			f.exec("media-center", "cat /var/lib/nixos-config/history.jsonl 2>/dev/null; true"))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monibahmed/nixos-config/internal/nix"
 	"github.com/monibahmed/nixos-config/internal/testutil"
 )
 
@@ -56,6 +57,11 @@ func TestDoubleSwitchModes(t *testing.T) {
 	failing := buildDouble(t, repo, "fail1")
 	cutting := buildDouble(t, repo, "cut2")
 	defer l.Exec(ctx, "beta", "sh", "-c", "rm -rf /run/current-system /var/lib/nixos-double")
+	// The raw copies below (ssh-ng://, as the deploy user) need the user
+	// trusted; lab targets trust only root unless told.
+	if err := l.TrustUser(ctx, "beta", true); err != nil {
+		t.Fatal(err)
+	}
 
 	// dry-activate: prints, changes nothing.
 	out, err := activate(t, l, "beta", good, "dry-activate")
@@ -115,7 +121,7 @@ func TestDoubleRealisticClosure(t *testing.T) {
 	a := buildDouble(t, repo, "big1")
 	b := buildDouble(t, repo, "big2")
 	req := func(p string) []string {
-		out, err := exec.Command("nix-store", "-qR", p).Output()
+		out, err := exec.Command("nix-store", append(nix.GlobalArgs(true), "-qR", p)...).Output()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +142,7 @@ func TestDoubleRealisticClosure(t *testing.T) {
 			t.Fatal("unique dependency shared")
 		}
 	}
-	out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "path-info", "-S", a).Output()
+	out, err := exec.Command("nix", append(nix.GlobalArgs(true), "path-info", "-S", a)...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

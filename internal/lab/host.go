@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -66,7 +67,7 @@ func writeFile(path, content string, mode os.FileMode) error {
 // deploy user appended unless the machine's file already has one.
 func withUser(path, user, line string) (string, error) {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
 	s := string(data)
@@ -81,18 +82,39 @@ func withUser(path, user, line string) (string, error) {
 	return s + line + "\n", nil
 }
 
-func nixConf(user string, trusted bool) string {
+// nixConf is a lab host's nix.conf. Like NixOS's default, only root is a
+// trusted user unless trusted; keys are trusted signing keys.
+func nixConf(user string, trusted bool, keys []string) string {
 	users := "root"
 	if trusted {
 		users = "root " + user
 	}
-	return `# Written by the lab (internal/lab). Debian's nix as root: no sandbox, no
+	conf := `# Written by the lab (internal/lab). Debian's nix as root: no sandbox, no
 # build users, and no binary cache (the lab has no network).
 sandbox = false
 build-users-group =
 substituters =
 experimental-features = nix-command flakes
 trusted-users = ` + users + "\n"
+	if len(keys) > 0 {
+		conf += "trusted-public-keys = " + strings.Join(keys, " ") + "\n"
+	}
+	return conf
+}
+
+// parseNixConf reads back what nixConf wrote.
+func parseNixConf(conf, user string) (trusted bool, keys []string) {
+	for _, line := range strings.Split(conf, "\n") {
+		k, v, ok := strings.Cut(line, " = ")
+		switch {
+		case !ok:
+		case k == "trusted-users":
+			trusted = strings.Contains(" "+v+" ", " "+user+" ")
+		case k == "trusted-public-keys":
+			keys = strings.Fields(v)
+		}
+	}
+	return trusted, keys
 }
 
 func sudoRule(user string, password bool) string {
@@ -196,7 +218,9 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec, root string) (Host,
 	}
 	pid, err := waitChild(ctx, unsharePID, 5*time.Second)
 	if err != nil {
-		return h, fmt.Errorf("starting the init process: %w (see %s)", err, filepath.Join(h.Dir, "init.log"))
+		// The log goes with the host's directory when the start is rolled
+		// back: quote it.
+		return h, fmt.Errorf("starting the init process: %w; its log: %s", err, tail(filepath.Join(h.Dir, "init.log")))
 	}
 	h.PID = pid
 	h.StartTime = procStartTime(pid)
@@ -246,7 +270,7 @@ func (l *Lab) writeHostFiles(ctx context.Context, h Host) error {
 		{"etc/hostname", h.Name + "\n", 0o644},
 		// No outside resolver is ever queried from a lab host.
 		{"etc/resolv.conf", "nameserver 127.0.0.1\n", 0o644},
-		{"etc/nix/nix.conf", nixConf(u, true), 0o644},
+		{"etc/nix/nix.conf", nixConf(u, false, nil), 0o644},
 		{"etc/sudoers.d/lab", sudoRule(u, false), 0o440},
 		{"var/lib/lab/sshd_config", sshdConfig(h.Address, u), 0o644},
 	}

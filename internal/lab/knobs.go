@@ -269,11 +269,38 @@ func (l *Lab) clearSudoTimestamps(ctx context.Context, host string) error {
 // TrustUser sets whether the host's nix-daemon trusts the deploy user (and so
 // accepts unsigned paths from it), and restarts the daemon.
 func (l *Lab) TrustUser(ctx context.Context, host string, trusted bool) error {
+	return l.editNixConf(ctx, host, func(_ *bool, t *bool, _ *[]string) { *t = trusted })
+}
+
+// TrustKeys sets the signing keys the host's nix-daemon trusts (Nix's
+// trusted-public-keys; none by default) and restarts the daemon.
+func (l *Lab) TrustKeys(ctx context.Context, host string, keys ...string) error {
+	for _, k := range keys {
+		if strings.ContainsAny(k, " \n\t") || !strings.Contains(k, ":") {
+			return fmt.Errorf("invalid public key %q", k)
+		}
+	}
+	return l.editNixConf(ctx, host, func(_ *bool, _ *bool, ks *[]string) { *ks = keys })
+}
+
+func (l *Lab) editNixConf(ctx context.Context, host string, edit func(_ *bool, trusted *bool, keys *[]string)) error {
 	p, err := l.fsPath(host, "etc/nix/nix.conf")
 	if err != nil {
 		return err
 	}
-	if err := rewrite(p, nixConf(l.state.User, trusted)); err != nil {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	trusted, keys := parseNixConf(string(data), l.state.User)
+	edit(nil, &trusted, &keys)
+	conf := nixConf(l.state.User, trusted, keys)
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "extra-platforms =") { // ExtraPlatforms' line stays
+			conf += line + "\n"
+		}
+	}
+	if err := rewrite(p, conf); err != nil {
 		return err
 	}
 	if err := l.StopNixDaemon(ctx, host); err != nil {
@@ -524,6 +551,23 @@ func (l *Lab) SudoersExtra(ctx context.Context, host, lines string) error {
 		return err
 	}
 	return l.clearSudoTimestamps(ctx, host)
+}
+
+// RemoveCommand removes a script InstallCommand put into the host's
+// /usr/local/bin (nothing happens when there is none).
+func (l *Lab) RemoveCommand(host, name string) error {
+	h, err := l.Host(host)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(name, "/ ") || name == "" {
+		return fmt.Errorf("invalid command name %q", name)
+	}
+	err = os.Remove(filepath.Join(h.Dir, "fs", "usr-local-bin", name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // ExtraPlatforms sets the host's nix.conf extra-platforms (none: the line

@@ -35,6 +35,7 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/setup"
 )
 
 //go:embed scripts/init.sh
@@ -338,11 +339,62 @@ func lookPath(bin string) (string, error) {
 	return "", fmt.Errorf("%s not found", bin)
 }
 
+// Mount points inside a host (see scripts/init.sh): the host's own copies
+// are bind-mounted over them, in its mount namespace only.
+var (
+	mountDirs  = []string{"/nix", "/etc/nix", "/etc/ssh", "/etc/sudoers.d", "/run", "/var/lib", "/home"}
+	mountFiles = []string{"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
+)
+
+// ensureMountPoints creates the mount points a fresh machine may lack: /nix
+// and /etc/nix before Nix first ran (Nix itself creates /nix on first use as
+// root), a file such as /etc/shadow or /etc/hosts in a minimal root file
+// system. Only what is missing is created, empty; nothing is ever mounted on
+// this machine's own tree.
+func ensureMountPoints() error {
+	for _, d := range mountDirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("creating the mount point %s: %w", d, err)
+		}
+	}
+	for _, f := range mountFiles {
+		if _, err := os.Lstat(f); err == nil {
+			continue
+		}
+		mode := os.FileMode(0o644)
+		if f == "/etc/shadow" {
+			mode = 0o640
+		}
+		fh, err := os.OpenFile(f, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("creating the mount point %s: %w", f, err)
+		}
+		if fh != nil {
+			fh.Close()
+		}
+	}
+	return nil
+}
+
 // ErrPrerequisites is returned by Up when the machine lacks something.
 type ErrPrerequisites struct{ Missing []string }
 
 func (e *ErrPrerequisites) Error() string {
-	return fmt.Sprintf("the lab needs %s: on Debian run `apt-get install nix-bin openssh-server openssh-client sudo iproute2 util-linux openssl nftables` as root (see .ci/run; %s)", strings.Join(e.Missing, ", "), trouble.See(trouble.Lab))
+	var pkgs []string
+	seen := map[string]bool{}
+	for _, m := range e.Missing {
+		for _, t := range setup.Tools() {
+			if t.Command == m && !seen[t.Package] {
+				seen[t.Package] = true
+				pkgs = append(pkgs, t.Package)
+			}
+		}
+	}
+	install := "run `go run magefile.go demo` once as root, which installs what is missing"
+	if len(pkgs) > 0 {
+		install += ", or on Debian/Ubuntu `apt-get install --no-install-recommends " + strings.Join(pkgs, " ") + "`"
+	}
+	return fmt.Sprintf("the lab needs %s: %s (%s)", strings.Join(e.Missing, ", "), install, trouble.See(trouble.Lab))
 }
 
 // procStartTime reads field 22 of /proc/<pid>/stat; 0 when the process is gone.
@@ -410,6 +462,9 @@ func (l *Lab) Open() error {
 func (l *Lab) Up(ctx context.Context) (err error) {
 	if m := Prerequisites(); len(m) > 0 {
 		return &ErrPrerequisites{Missing: m}
+	}
+	if err := ensureMountPoints(); err != nil {
+		return err
 	}
 	root := ""
 	if len(l.cfg.Systemd) > 0 {
@@ -671,7 +726,43 @@ func (l *Lab) Down(ctx context.Context) error {
 	_ = os.Remove(filepath.Join(l.cfg.StateDir, "hosts"))
 	_ = os.Remove(l.cfg.StateDir) // only if empty: it may hold the user's files
 	l.state = nil
+	releaseNetnsDir()
 	return nil
+}
+
+// releaseNetnsDir undoes what `ip netns add` leaves on the machine once no
+// network namespace is left: iproute2 bind-mounts /run/netns onto itself
+// (shared propagation) the first time it is used. Only that bind mount (a
+// mount of the directory itself, not a file system mounted there, such as
+// the tmpfs of .ci/isolated) is unmounted; with any namespace left the
+// directory is not empty and everything stays.
+func releaseNetnsDir() {
+	const dir = "/run/netns"
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+		return
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	selfBind, other := false, false
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		// Field 4 is the mounted directory inside its file system, 5 the mount point.
+		if len(f) > 4 && f[4] == dir {
+			if f[3] == "/" {
+				other = true
+			} else if strings.HasSuffix(f[3], "/netns") {
+				selfBind = true
+			}
+		}
+	}
+	if other || !selfBind {
+		return
+	}
+	if err := syscall.Unmount(dir, 0); err == nil {
+		_ = os.Remove(dir)
+	}
 }
 
 // netnsPIDs lists the processes in a network namespace (by namespace identity).

@@ -161,3 +161,38 @@ func TestUpRollsBackOnFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// dyingInitSpawner starts, for one host, an init that fails the way a
+// fresh machine made it fail (no /nix to mount onto) and exits.
+type dyingInitSpawner struct {
+	run.Exec
+	host string
+}
+
+func (d dyingInitSpawner) Spawn(c run.Cmd, log string) (int, error) {
+	if strings.Contains(strings.Join(c.Args, " "), "/hosts/"+d.host+"/") {
+		c = run.Cmd{Name: "/bin/sh", Args: []string{"-c", "echo 'mount: /nix: mount point does not exist.' >&2; exit 32"}}
+	}
+	return d.Exec.Spawn(c, log)
+}
+
+// The start-up error quotes the end of the init log: the log itself goes
+// with the rolled-back host's directory.
+func TestStartErrorQuotesInitLog(t *testing.T) {
+	requirePrereqs(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	l, err := NewWith(Config{Name: "il", StateDir: dir, Subnet: "10.77.31.0/24", Targets: []string{"one"}}, run.Exec{}, dyingInitSpawner{host: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Up(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "lab host one: starting the init process") || !strings.Contains(err.Error(), "mount: /nix: mount point does not exist.") {
+		t.Fatalf("want the init log's last line in the error, got %v", err)
+	}
+	if _, statErr := os.Stat(filepath.Join(dir, "hosts", "one", "init.log")); !errors.Is(statErr, os.ErrNotExist) {
+		t.Errorf("the host's directory should be gone after the rollback: %v", statErr)
+	}
+	if left := leftovers(t, "il", nil); len(left) > 0 {
+		t.Fatalf("rollback left: %v", left)
+	}
+}

@@ -136,7 +136,14 @@ func TestSystemdHost(t *testing.T) {
 	if !strings.Contains(unit, "unit=") || strings.Contains(unit, "unit=\n") || !strings.Contains(unit, "lab-test-unit.service") {
 		t.Errorf("transient unit: %q", unit)
 	}
-	// Its own store, Nix configuration and root.
+	// Its own store, Nix configuration and root. Only root is trusted by
+	// default; the raw copy below needs the deploy user trusted.
+	if conf := mustSSH(t, l, "sd", "cat /etc/nix/nix.conf"); !strings.Contains(conf, "trusted-users = root\n") {
+		t.Errorf("default nix.conf: %s", conf)
+	}
+	if err := l.TrustUser(ctx, "sd", true); err != nil {
+		t.Fatal(err)
+	}
 	p := uniquePath(t, 1024)
 	if out, err := nixCopy(l, h, p); err != nil {
 		t.Fatalf("nix copy to the systemd host: %v\n%s", err, out)
@@ -287,6 +294,9 @@ func TestDoubleOnSystemdHost(t *testing.T) {
 	port := buildDouble(t, repo, "port1")
 	failing := buildDouble(t, repo, "unit2")
 	cutting := buildDouble(t, repo, "cut3")
+	if err := l.TrustUser(ctx, "sx", true); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{good, port, failing, cutting} {
 		if out, err := nixCopy(l, h, p); err != nil {
 			t.Fatalf("copy: %v %s", err, out)

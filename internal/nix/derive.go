@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/monibahmed/nixos-config/internal/run"
 )
 
 // Derivation is a system evaluated but not built: its store derivation,
@@ -49,7 +50,7 @@ func derivationsApply(names []string) string {
 // Names must be valid target names (they are written into the expression).
 func (n Nix) Derivations(ctx context.Context, f Flake, names []string, p *LogParser) (map[string]Derivation, error) {
 	args := append([]string{"eval", "--json", "--log-format", "internal-json", f.Ref() + "#nixosConfigurations", "--apply", derivationsApply(names)}, f.Args()...)
-	out, err := n.stream(ctx, args, p, nil)
+	out, err := n.stream(ctx, f.Offline(), args, p, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -69,16 +70,17 @@ func (n Nix) Derivations(ctx context.Context, f Flake, names []string, p *LogPar
 // Realise builds store derivations with `nix-store --realise` (the one
 // command that takes a .drv and builds its outputs in every Nix from 2.8
 // on: `nix build <drv>^out` needs 2.13 or so, and a bare .drv means the
-// derivation itself in newer Nix) and returns the paths it printed.
-func (n Nix) Realise(ctx context.Context, drvs []string, p *LogParser) ([]string, error) {
+// derivation itself in newer Nix) and returns the paths it printed. f
+// tells whether they come from the test double (GlobalArgs).
+func (n Nix) Realise(ctx context.Context, f Flake, drvs []string, p *LogParser) ([]string, error) {
 	if len(drvs) == 0 {
 		return nil, nil
 	}
-	var stderr io.Writer
+	c := run.Cmd{Name: "nix-store", Args: append(append(GlobalArgs(f.Offline()), RealiseArgs()...), drvs...), Env: n.Env}
 	if p != nil {
-		stderr = p
+		c.Stderr = p
 	}
-	out, err := n.run(ctx, "nix-store", append(RealiseArgs(), drvs...), stderr, nil)
+	out, err := n.run(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +91,6 @@ func (n Nix) Realise(ctx context.Context, drvs []string, p *LogParser) ([]string
 // building the others when one fails, progress as internal-json.
 func RealiseArgs() []string {
 	return []string{"--realise", "--keep-going", "--log-format", "internal-json"}
-}
-
-// StoreClosures is Closures of paths in another store (e.g. a build
-// host's, through a bridge: unix://...).
-func (n Nix) StoreClosures(ctx context.Context, store string, paths []string) (map[string]map[string]int64, error) {
-	return n.closures(ctx, store, paths)
 }
 
 // Platforms is what a machine's Nix builds: its system, extra-platforms,
@@ -213,11 +209,11 @@ func machineSystems(list, local string) []string {
 
 // Platforms asks this machine's Nix what it can build.
 func (n Nix) Platforms(ctx context.Context) (Platforms, error) {
-	out, err := n.stream(ctx, []string{"show-config"}, nil, nil)
+	out, err := n.stream(ctx, false, []string{"show-config"}, nil, nil)
 	if err != nil {
 		// `nix show-config` may be gone in a future Nix: `nix config show`.
 		var err2 error
-		if out, err2 = n.stream(ctx, []string{"config", "show"}, nil, nil); err2 != nil {
+		if out, err2 = n.stream(ctx, false, []string{"config", "show"}, nil, nil); err2 != nil {
 			return Platforms{}, err
 		}
 	}

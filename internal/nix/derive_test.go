@@ -69,7 +69,7 @@ func TestPlatformMismatch(t *testing.T) {
 func TestCopyArgs(t *testing.T) {
 	rec := &recorder{}
 	n := Nix{Runner: rec}
-	_ = n.Copy(context.Background(), "/nix/store/x.drv", CopyOptions{To: "unix:///b", Derivation: true, NoCheckSigs: true}, nil)
+	_ = n.Copy(context.Background(), []string{"/nix/store/x.drv"}, CopyOptions{To: "unix:///b", Derivation: true, NoCheckSigs: true}, nil)
 	got := strings.Join(rec.args, " ")
 	if !strings.Contains(got, "copy --log-format internal-json --to unix:///b --derivation --no-check-sigs /nix/store/x.drv") {
 		t.Fatalf("args: %s", got)
@@ -113,7 +113,7 @@ func TestDerivationsAndRealise(t *testing.T) {
 	}
 	// ... and cannot be built here.
 	p = &LogParser{}
-	_, err = n.Realise(ctx, []string{ds["media-center"].Drv}, p)
+	_, err = n.Realise(ctx, f, []string{ds["media-center"].Drv}, p)
 	var text []string
 	for _, e := range p.Errors() {
 		text = append(text, e.Message)

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -159,44 +158,52 @@ var ErrNotInstalled = errors.New("nix is not installed (or not on PATH): install
 
 // Version runs `nix --version`.
 func (n Nix) Version(ctx context.Context) (Version, error) {
-	out, err := n.output(ctx, "nix", "--version")
+	out, err := n.run(ctx, run.Cmd{Name: n.bin(), Args: []string{"--version"}})
 	if err != nil {
 		return Version{}, err
 	}
 	return ParseVersion(out)
 }
 
-func (n Nix) output(ctx context.Context, name string, args ...string) (string, error) {
+// output runs a nix command (name "nix" is n.Bin) with the toolkit's own
+// settings (GlobalArgs) before args.
+func (n Nix) output(ctx context.Context, name string, offline bool, args ...string) (string, error) {
 	if name == "nix" {
-		if len(args) == 1 && args[0] == "--version" {
-			return n.run(ctx, n.bin(), args, nil, nil)
-		}
-		return n.stream(ctx, args, nil, nil)
+		name = n.bin()
 	}
-	return n.run(ctx, name, args, nil, nil)
+	return n.run(ctx, run.Cmd{Name: name, Args: append(GlobalArgs(offline), args...), Env: n.Env})
 }
 
-// run runs one Nix command (nix, nix-instantiate, ...) through the runner.
-func (n Nix) run(ctx context.Context, name string, args []string, stderr io.Writer, env []string) (string, error) {
-	c := run.Cmd{Name: name, Args: args, Env: append(append([]string(nil), n.Env...), env...)}
-	if stderr != nil {
-		c.Stderr = stderr
-	}
+// run runs one Nix command (nix, nix-instantiate, ...) through the runner;
+// problems of this machine's Nix installation become an *EnvError.
+func (n Nix) run(ctx context.Context, c run.Cmd) (string, error) {
 	out, err := run.Output(ctx, n.Runner, c)
-	if errors.Is(err, exec.ErrNotFound) {
-		return "", ErrNotInstalled
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return "", ErrNotInstalled
+		}
+		var ee *run.ExitError
+		if errors.As(err, &ee) && !ee.Canceled {
+			if env := Environment(ee.Stderr); env != nil {
+				env.Err = err
+				return out, env
+			}
+		}
 	}
 	return out, err
 }
 
-// ParseFile checks the syntax of one Nix file.
+// ParseFile checks the syntax of one Nix file. Parsing needs no store: the
+// dummy store keeps nix-instantiate away from /nix and the daemon, so that
+// it works for any user (and without a daemon socket this user may open).
 func (n Nix) ParseFile(ctx context.Context, path string) error {
-	_, err := n.output(ctx, "nix-instantiate", "--parse", path)
+	_, err := n.output(ctx, "nix-instantiate", false, "--store", "dummy://", "--parse", path)
 	if err == nil {
 		return nil
 	}
 	var ee *run.ExitError
-	if errors.As(err, &ee) {
+	var env *EnvError
+	if errors.As(err, &ee) && !errors.As(err, &env) {
 		return ParseError(ee.Stderr, "")
 	}
 	return err
@@ -209,7 +216,7 @@ func (n Nix) ParseFiles(ctx context.Context, paths []string) error {
 	if len(paths) == 0 {
 		return nil
 	}
-	_, err := n.output(ctx, "nix-instantiate", append([]string{"--parse"}, paths...)...)
+	_, err := n.output(ctx, "nix-instantiate", false, append([]string{"--store", "dummy://", "--parse"}, paths...)...)
 	if err == nil {
 		return nil
 	}
@@ -231,6 +238,9 @@ type Error struct {
 	Line    int    // 0 when Nix named only the file
 	Column  int
 	Raw     string // the whole error output
+	// Drv is the derivation a build error names ("" for others): the key
+	// of LogParser.BuildLog.
+	Drv string
 }
 
 // Error is the message on one line (the lines of a multi-line message
@@ -330,6 +340,7 @@ func ParseError(output, root string) *Error {
 	if e.Message == "" {
 		e.Message = lastNonEmpty(lines)
 	}
+	e.Drv = drvRE.FindString(e.Message)
 	for _, l := range lines[end:] {
 		if m := atRE.FindStringSubmatch(l); m != nil {
 			e.File = relative(m[1], root)
@@ -401,7 +412,7 @@ func lastNonEmpty(lines []string) string {
 // FlakeCheck runs `nix flake check` on the flake.
 func (n Nix) FlakeCheck(ctx context.Context, f Flake) error {
 	args := append([]string{"flake", "check", f.Ref()}, f.Args()...)
-	_, err := n.output(ctx, "nix", args...)
+	_, err := n.output(ctx, "nix", f.Offline(), args...)
 	return n.wrap(err, f)
 }
 
@@ -410,7 +421,8 @@ func (n Nix) wrap(err error, f Flake) error {
 		return nil
 	}
 	var ee *run.ExitError
-	if errors.As(err, &ee) && !ee.Canceled {
+	var env *EnvError
+	if errors.As(err, &ee) && !ee.Canceled && !errors.As(err, &env) {
 		return ParseError(ee.Stderr, f.Dir)
 	}
 	return err
@@ -424,7 +436,7 @@ func (n Nix) EvalJSON(ctx context.Context, f Flake, attr, apply string) (string,
 		args = append(args, "--apply", apply)
 	}
 	args = append(args, f.Args()...)
-	out, err := n.output(ctx, "nix", args...)
+	out, err := n.output(ctx, "nix", f.Offline(), args...)
 	return out, n.wrap(err, f)
 }
 

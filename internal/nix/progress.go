@@ -185,10 +185,14 @@ func (p *LogParser) line(l []byte) {
 			}
 			var file string
 			if len(ev.File) > 0 && json.Unmarshal(ev.File, &file) == nil && strings.HasPrefix(file, "/") && ev.Line != nil {
-				e.File = file
-				e.Line = *ev.Line
+				e.File, e.Line = file, *ev.Line
 				if ev.Column != nil {
 					e.Column = *ev.Column
+				}
+				// Nix 2.26 and later put the position into the file field
+				// too ("/…/configuration.nix:12:19"), beside line and column.
+				if m := filePosRE.FindStringSubmatch(file); m != nil {
+					e.File = m[1]
 				}
 			} else if parsed := ParseError(e.Raw, ""); parsed.File != "" {
 				e.File, e.Line, e.Column = parsed.File, parsed.Line, parsed.Column
@@ -196,7 +200,8 @@ func (p *LogParser) line(l []byte) {
 					e.Message = parsed.Message
 				}
 			}
-			e.Message = strings.TrimPrefix(strings.TrimSpace(e.Message), "error: ")
+			e.Message = OneLine(strings.TrimPrefix(strings.TrimSpace(e.Message), "error: "))
+			e.Drv = drvRE.FindString(e.Raw + "\n" + e.Message)
 			p.errors = append(p.errors, e)
 			if len(p.errors) > maxKept {
 				p.errors = p.errors[len(p.errors)-maxKept:]
@@ -210,6 +215,45 @@ func (p *LogParser) line(l []byte) {
 	if changed && cb != nil {
 		cb(prog)
 	}
+}
+
+var (
+	// A position appended to a file name: "<file>:<line>:<column>".
+	filePosRE       = regexp.MustCompile(`^(/.*?):\d+(?::\d+)?$`)
+	drvRE           = regexp.MustCompile(`/nix/store/[0-9a-z]{32}-[^\s'"]+\.drv`)
+	storePathLineRE = regexp.MustCompile(`^/nix/store/[0-9a-z]{32}-\S*$`)
+)
+
+// OneLine reduces a Nix message to one line for a one-line cause: Nix 2.34
+// words a build failure as
+//
+//	Cannot build '/nix/store/…drv'.
+//	Reason: builder failed with exit code 1.
+//	Output paths:
+//	  /nix/store/…
+//
+// where 2.8 to 2.26 said "builder for '/nix/store/…drv' failed with exit
+// code 1". The lines are joined; a list of output paths is left out (the
+// derivation names them), so the result still names the derivation and the
+// exit code.
+func OneLine(msg string) string {
+	var parts []string
+	skipping := false
+	for _, l := range strings.Split(StripANSI(msg), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "":
+			continue
+		case strings.HasSuffix(l, "paths:") || strings.HasSuffix(l, "path:"):
+			skipping = true
+			continue
+		case skipping && storePathLineRE.MatchString(l):
+			continue
+		}
+		skipping = false
+		parts = append(parts, l)
+	}
+	return strings.Join(parts, " ")
 }
 
 func firstLine(s string) string {

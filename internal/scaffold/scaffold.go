@@ -14,7 +14,10 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/monibahmed/nixos-config/internal/hwconfig"
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/trouble"
+	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
 //go:embed templates
@@ -122,39 +125,72 @@ type Parser interface {
 	ParseFile(ctx context.Context, path string) error
 }
 
-// InstallHardware validates a hardware configuration (it must parse and look
-// like a NixOS module) and writes it into the target's directory. It
-// returns the previous content.
-func InstallHardware(ctx context.Context, root, name string, content []byte, p Parser) ([]byte, error) {
+// Hardware is a fetched hardware configuration to install.
+type Hardware struct {
+	Content []byte
+	// Source names where it came from (an address), for messages.
+	Source string
+	// AllowExtra installs it even when it sets what nixos-generate-config
+	// never writes (the findings are returned for the caller to show).
+	AllowExtra bool
+}
+
+// RefusedError: the hardware configuration sets what nixos-generate-config
+// never writes, and nothing was written.
+type RefusedError struct {
+	Source string
+	Report hwconfig.Report
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the hardware configuration from %s sets what nixos-generate-config never writes, so nothing was written (%s): check the machine, or if you trust every line, rerun with -allowextra (%s)",
+		e.Source, e.Report.Summary(2), trouble.See(trouble.Hardware))
+}
+
+// InstallHardware validates a hardware configuration and writes it into the
+// target's directory: it must be small, parse (nix-instantiate --parse), and
+// set only what nixos-generate-config writes (hwconfig.Analyze), unless
+// AllowExtra. It returns the previous content and the analysis.
+func InstallHardware(ctx context.Context, root, name string, hw Hardware, p Parser) ([]byte, hwconfig.Report, error) {
+	var rep hwconfig.Report
 	if err := inventory.ValidateName(name); err != nil {
-		return nil, err
+		return nil, rep, err
 	}
 	dir := filepath.Join(root, "targets", name)
 	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("target %s does not exist: create it with mage new %s -address=<address>", name, name)
+		return nil, rep, fmt.Errorf("target %s does not exist: create it with mage new %s -address=<address>", name, name)
 	}
+	content := hw.Content
 	if len(bytes.TrimSpace(content)) == 0 || !bytes.Contains(content, []byte("{")) {
-		return nil, errors.New("nixos-generate-config printed no configuration")
+		return nil, rep, errors.New("nixos-generate-config printed no configuration")
+	}
+	if len(content) > hwconfig.MaxSize {
+		return nil, rep, fmt.Errorf("the hardware configuration from %s has %d bytes, more than %d: a generated one is a few KiB; nothing was written (%s)", hw.Source, len(content), hwconfig.MaxSize, trouble.See(trouble.Hardware))
 	}
 	tmp, err := os.CreateTemp("", "hardware-*.nix")
 	if err != nil {
-		return nil, err
+		return nil, rep, err
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(content); err != nil {
 		tmp.Close()
-		return nil, err
+		return nil, rep, err
 	}
 	tmp.Close()
 	if err := p.ParseFile(ctx, tmp.Name()); err != nil {
-		return nil, fmt.Errorf("the generated hardware configuration does not parse: %w", err)
+		// Nix quotes the offending line: it comes from the machine.
+		return nil, rep, ui.SanitizeError(fmt.Errorf("the generated hardware configuration does not parse: %w", err), 400)
+	}
+	rep = hwconfig.Analyze(content)
+	if !rep.OK() && !hw.AllowExtra {
+		return nil, rep, &RefusedError{Source: hw.Source, Report: rep}
 	}
 	path := filepath.Join(dir, "hardware-configuration.nix")
 	old, _ := os.ReadFile(path)
 	if err := os.WriteFile(path, content, 0o644); err != nil {
-		return nil, err
+		return nil, rep, err
 	}
-	return old, nil
+	return old, rep, nil
 }
 
 // FirmwareProbe prints "uefi" or "bios" on a Linux machine.

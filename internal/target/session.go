@@ -20,6 +20,7 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/trouble"
+	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
 // Conn is a connection to a target: an SSH connection, or this machine.
@@ -151,26 +152,6 @@ func commandError(what string, err error, out sshx.Output) *Error {
 func LastLines(s string, n int) []string { return sshx.LastLines(s, n) }
 
 // Clean makes text from a target safe to show: control characters and
-// escape sequences are made visible, and it is cut to at most max runes.
-func Clean(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range s {
-		if n >= max {
-			b.WriteString("…")
-			break
-		}
-		switch {
-		case r == '\t':
-			b.WriteRune(' ')
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r == 0xfffd:
-			b.WriteString(`\ufffd`)
-		default:
-			b.WriteRune(r)
-		}
-		n++
-	}
-	return b.String()
-}
+// escape sequences are made visible, and it is cut to at most max runes
+// (the one sanitizer, internal/ui).
+func Clean(s string, max int) string { return ui.Sanitize(s, max) }

@@ -136,6 +136,10 @@ func RunInput(t testing.TB, dir string, env []string, stdin, name string, args .
 // Git runs git in dir and fails the test on error.
 func Git(t testing.TB, dir string, args ...string) string {
 	t.Helper()
+	// No automatic maintenance: git 2.5x (Debian sid) runs it detached
+	// after commits, and it then writes into .git/objects while the test's
+	// TempDir is being removed ("directory not empty").
+	args = append([]string{"-c", "maintenance.auto=false", "-c", "gc.auto=0", "-c", "gc.autoDetach=false"}, args...)
 	r := Run(t, dir, nil, "git", args...)
 	if r.Code != 0 {
 		t.Fatalf("git %s: %s", strings.Join(args, " "), r.Combined())

@@ -23,10 +23,12 @@ const (
 	WrongMachine = "wrong-machine"
 	TargetSetup  = "target-setup"
 	NixVersion   = "nix-version"
+	LocalNix     = "nix-on-this-machine"
 	GitState     = "git-state"
 	Inventory    = "inventory"
 	Check        = "mage-check"
 	Discovery    = "discovery"
+	Hardware     = "hardware-configuration"
 	Lab          = "the-lab"
 	Foreign      = "systems-this-machine-cannot-build"
 	RemoteBuild  = "remote-builds"
@@ -35,7 +37,7 @@ const (
 // Sections lists every section the code refers to.
 func Sections() []string {
 	return []string{Network, HostKeys, Auth, Sudo, TrustedUsers, DiskSpace, Eval, Build, Activation, Health,
-		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, GitState, Inventory, Check, Discovery, Lab,
+		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, LocalNix, GitState, Inventory, Check, Discovery, Hardware, Lab,
 		Foreign, RemoteBuild}
 }
 

@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/term"
 )
@@ -54,10 +52,13 @@ func (p *Printer) paint(code, s string) string {
 }
 
 // Linef writes one line; off a terminal it starts with a UTC timestamp.
+// Control characters and escape sequences other than this package's colours
+// are shown escaped (see Sanitize), newlines and tabs are kept; text from a
+// remote source must still be bounded with Sanitize before it is passed in.
 func (p *Printer) Linef(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	msg := fmt.Sprintf(format, args...)
+	msg := safeLines(fmt.Sprintf(format, args...))
 	if !p.TTY {
 		now := time.Now
 		if p.Now != nil {
@@ -80,29 +81,42 @@ func (p *Printer) Warning(s string) string { return p.paint(yellow, s) }
 // Bold renders s in bold.
 func (p *Printer) Bold(s string) string { return p.paint(bold, s) }
 
-var ansiRE = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
-
-// visibleWidth is the number of characters a cell takes on screen.
-func visibleWidth(s string) int { return utf8.RuneCountInString(ansiRE.ReplaceAllString(s, "")) }
-
-// Table writes rows aligned in columns under a header. Colour codes in
-// cells do not count towards the width.
+// Table writes rows aligned in columns under a header. Cells are shown as
+// one line of at most MaxCell columns: the colour codes of this package
+// (OK, Bad, Warning, Bold) are kept and take no width, everything else is
+// passed through Sanitize, so a cell never carries a raw control character
+// and no row grows wider than the columns times MaxCell.
 func Table(w io.Writer, header []string, rows [][]string) error {
+	return TableMax(w, header, rows, MaxCell)
+}
+
+// TableMax is Table with cells of up to maxCell columns, for local data
+// that is longer by nature (store paths).
+func TableMax(w io.Writer, header []string, rows [][]string, maxCell int) error {
+	if maxCell < 2 {
+		maxCell = MaxCell
+	}
 	all := append([][]string{header}, rows...)
+	cells := make([][]cell, len(all))
 	widths := make([]int, len(header))
-	for _, r := range all {
-		for i, c := range r {
-			if i < len(widths) && visibleWidth(c) > widths[i] {
-				widths[i] = visibleWidth(c)
+	for i, r := range all {
+		for j, c := range r {
+			if j >= len(widths) {
+				break
+			}
+			cl := tableCell(c, maxCell)
+			cells[i] = append(cells[i], cl)
+			if cl.width > widths[j] {
+				widths[j] = cl.width
 			}
 		}
 	}
 	var b strings.Builder
-	for _, r := range all {
-		for i, c := range r {
-			b.WriteString(c)
-			if i < len(r)-1 {
-				b.WriteString(strings.Repeat(" ", widths[i]-visibleWidth(c)+2))
+	for _, r := range cells {
+		for j, c := range r {
+			b.WriteString(c.text)
+			if j < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[j]-c.width+2))
 			}
 		}
 		b.WriteString("\n")

@@ -15,12 +15,14 @@ in
       experimental-features = [ "nix-command" "flakes" ];
       auto-optimise-store = true;
 
-      # Deployments copy closures that were built on another machine. Those
-      # paths are unsigned, and the nix-daemon accepts unsigned paths only from
-      # trusted users; being in wheel is not enough on its own. Trusting @wheel
-      # is root-equivalent, which wheel already is through sudo.
-      # (config/nix.nix adds "root" to this list itself.)
-      trusted-users = [ "root" "@wheel" ];
+      # No user besides root is a trusted Nix user: a trusted user is
+      # root-equivalent through the nix-daemon, without a password, for any
+      # program running as that user. Deployments copy closures built
+      # elsewhere either through a root nix-daemon that `mage deploy` starts
+      # with sudo (the default, -trust=sudo: the sudo right activation needs
+      # anyway), or signed with a deployer's key this file's sibling
+      # deployer-keys.nix trusts (-trust=signed). nixpkgs' config/nix.nix
+      # defaults trusted-users to [ "root" ].
 
       # Keep builds from filling the disk: when free space on /nix drops
       # below 1 GiB during a build, collect garbage until 5 GiB are free.
@@ -56,6 +58,12 @@ in
         PasswordAuthentication = false;
         KbdInteractiveAuthentication = false;
         PermitRootLogin = "no";
+        # Free half-open sessions (a deployer whose link died) after about a
+        # minute instead of TCP's two hours, and with them the deploy lock
+        # such a session holds. Free-form settings of services/networking/
+        # ssh/sshd.nix (settingsFormat: ints are written as they are).
+        ClientAliveInterval = 15;
+        ClientAliveCountMax = 4;
       };
     };
 

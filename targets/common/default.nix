@@ -4,6 +4,7 @@
   imports = [
     ./base.nix
     ./users.nix
+    ./deployer-keys.nix
     # Optional, off by default: see each file.
     ./binary-cache.nix
     ./secrets.nix

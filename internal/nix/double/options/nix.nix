@@ -3,8 +3,13 @@
 let
   inherit (lib) mkOption types from;
   nixNix = "nixos/modules/config/nix.nix";
-  # nix.nix: semanticConfType (the freeform part of nix.settings).
-  confAtom = types.nullOr (types.oneOf [ types.bool types.int types.float types.str types.path types.package ])
+  # nix.nix: semanticConfType (the freeform part of nix.settings). Real
+  # NixOS also allows packages; the double's package type checks nothing
+  # (its packages are stubs, see types.nix), so with it in `either` every
+  # list would count as a package and two list definitions of one setting
+  # (e.g. extra-trusted-public-keys from two modules) would clash instead of
+  # concatenating. No setting of this repository takes a package.
+  confAtom = types.nullOr (types.oneOf [ types.bool types.int types.float types.str types.path ])
     // { description = "Nix config atom (null, bool, int, float, str, path or package)"; };
 in
 {

@@ -1,0 +1,53 @@
+package check
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/ui"
+)
+
+func TestHardwareWarnings(t *testing.T) {
+	root := t.TempDir()
+	write := func(name, content string) {
+		dir := filepath.Join(root, "targets", name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hardware-configuration.nix"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	placeholder, err := os.ReadFile("../scaffold/templates/hardware-configuration.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("good", string(placeholder))
+	evil, err := os.ReadFile("../hwconfig/testdata/malicious.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("evil", string(evil))
+	inv := &inventory.Inventory{Targets: []inventory.Target{{Name: "good"}, {Name: "evil"}, {Name: "missing"}}}
+	w := HardwareWarnings(root, inv)
+	all := strings.Join(w, "\n")
+	if len(w) != 7 || strings.Contains(all, "good:") {
+		t.Fatalf("%d warnings:\n%s", len(w), all)
+	}
+	for _, want := range []string{
+		"evil: targets/evil/hardware-configuration.nix line 8: users.users.mallory.isNormalUser: creates or changes a user account",
+		"line 10: security.sudo.wheelNeedsPassword: changes sudo rules",
+		"evil: targets/evil/hardware-configuration.nix line 9: control character \\x1b",
+		"see docs/troubleshooting.md#hardware-configuration",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings lack %q:\n%s", want, all)
+		}
+	}
+	if !ui.IsClean(strings.ReplaceAll(all, "\n", "")) {
+		t.Errorf("raw control characters in the warnings:\n%q", all)
+	}
+}

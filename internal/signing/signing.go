@@ -1,0 +1,117 @@
+// Package signing manages a deployer's key for signed closures: each person
+// who deploys has a secret key outside the repository (owner-only) and
+// commits its public part under targets/common/deployer-keys/, which every
+// target trusts (nix.settings.extra-trusted-public-keys). A deployment with
+// -trust=signed signs what it copies in a temporary binary cache on this
+// machine, so that neither root nor a trusted Nix user is needed here, and
+// the target's nix-daemon checks the signatures.
+package signing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"github.com/monibahmed/nixos-config/internal/run"
+)
+
+// KeysDir is where the public keys live in the repository.
+const KeysDir = "targets/common/deployer-keys"
+
+// DefaultKeyFile is the secret key's default place:
+// $XDG_CONFIG_HOME/nixos-config/signing-key.sec (~/.config/...).
+func DefaultKeyFile() string {
+	dir := os.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".config")
+	}
+	return filepath.Join(dir, "nixos-config", "signing-key.sec")
+}
+
+var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$`)
+
+// ValidName checks a key name (it becomes a file name and part of the key).
+func ValidName(name string) error {
+	if !keyNameRE.MatchString(name) {
+		return fmt.Errorf("invalid key name %q: letters, digits, '.', '_', '@' and '-'", name)
+	}
+	return nil
+}
+
+// Check makes sure a secret key file can be used: it exists, is a regular
+// file of this user, and nobody else may read it.
+func Check(path string) error {
+	info, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no signing key at %s: create one with `mage signingKey` (then commit the public key it writes under %s and deploy it once with -trust=sudo)", path, KeysDir)
+	}
+	if err != nil {
+		return fmt.Errorf("signing key %s: %w", path, err)
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("signing key %s is not a regular file", path)
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("signing key %s belongs to another user: it must be yours alone", path)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("signing key %s can be read by others (mode %o): run `chmod 600 %s`, and if others could have copied it, make a new one with `mage signingKey -force`", path, info.Mode().Perm(), path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("signing key %s cannot be read: %w", path, err)
+	}
+	f.Close()
+	return nil
+}
+
+// Create makes a new secret key named name at path (refusing to replace
+// one unless force) and returns its public key. The secret goes from nix
+// to the file through a pipe, never through a command line.
+func Create(ctx context.Context, r run.Runner, name, path string, force bool) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	if _, err := os.Lstat(path); err == nil && !force {
+		return "", fmt.Errorf("%s exists: use it, or replace it with -force (deployments signed with the old key are then refused once its public key is removed)", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	var secret strings.Builder
+	if err := r.Run(ctx, run.Cmd{Name: "nix", Args: []string{"--extra-experimental-features", "nix-command", "key", "generate-secret", "--key-name", name}, Stdout: &secret}); err != nil {
+		return "", fmt.Errorf("generating the key: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.TrimSpace(secret.String())), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return Public(ctx, r, path)
+}
+
+// Public derives the public key of a secret key file.
+func Public(ctx context.Context, r run.Runner, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var pub strings.Builder
+	if err := r.Run(ctx, run.Cmd{Name: "nix", Args: []string{"--extra-experimental-features", "nix-command", "key", "convert-secret-to-public"}, Stdin: f, Stdout: &pub}); err != nil {
+		return "", fmt.Errorf("deriving the public key of %s: %w", path, err)
+	}
+	return strings.TrimSpace(pub.String()), nil
+}
