@@ -267,7 +267,7 @@ func TestMixedFleetEvaluatesOnce(t *testing.T) {
 			evals++
 		case strings.HasPrefix(l, "nix ") && strings.Contains(l, " build "):
 			builds++
-		case strings.HasPrefix(l, "nix-store --realise"):
+		case strings.HasPrefix(l, "nix-store ") && strings.Contains(l, " --realise "):
 			realises++
 		}
 	}
