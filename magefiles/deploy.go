@@ -18,7 +18,7 @@ import (
 
 // deployFlags are the flags of deploy and deployAll, by name.
 type deployFlags struct {
-	mode, user, rev, trust, signingkey                   *string
+	mode, user, rev, trust, signingkey, buildon          *string
 	allowdirty, substitute, asksudo, force, lab, offline *bool
 	norollback, nomagic, wait, failfast                  *bool
 	jobs, port                                           *int
@@ -29,7 +29,7 @@ type deployFlags struct {
 // it cannot take is an error (not silently the default).
 func (f deployFlags) options(fl *fleet) (deploy.Options, error) {
 	o := deploy.Options{
-		Mode: str(f.mode), User: str(f.user), Rev: str(f.rev),
+		Mode: str(f.mode), User: str(f.user), Rev: str(f.rev), BuildOn: str(f.buildon),
 		AllowDirty: on(f.allowdirty), Substitute: on(f.substitute), AskSudo: on(f.asksudo), Force: on(f.force),
 		Offline:    on(f.offline) || fl.lab,
 		KnownHosts: fl.knownHosts, Identities: fl.identities,
@@ -151,6 +151,7 @@ func Deploy(ctx context.Context, name, address string,
 	nomagic *bool, // no magic rollback (the target's own rollback when it cannot be reached) for switch
 	confirmtimeout *time.Duration, // how long the target waits for the deployer to reconnect before rolling back (default 60s)
 	wait *bool, // wait while another deployer holds the target instead of failing
+	buildon *string, // where to build: local (this machine, default), target, or a build host of the inventory; overrides target.json's "build"
 ) error {
 	// -user and -port are applied by deploy.Options (for every target of the run).
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, nil)
@@ -163,7 +164,7 @@ func Deploy(ctx context.Context, name, address string,
 	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode: mode, user: user, port: port, rev: rev, trust: trust, signingkey: signingkey,
 		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
 		timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
-		confirmtimeout: confirmtimeout, wait: wait})
+		confirmtimeout: confirmtimeout, wait: wait, buildon: buildon})
 }
 
 // DeployAll deploys every inventory target in parallel (at most -jobs at a
@@ -192,6 +193,7 @@ func DeployAll(ctx context.Context,
 	confirmtimeout *time.Duration, // how long targets wait for the deployer to reconnect before rolling back (default 60s)
 	wait *bool, // wait while another deployer holds a target instead of failing it
 	failfast *bool, // start no new target once one has failed
+	buildon *string, // where to build: local (this machine, default), target (each target itself), or a build host of the inventory; overrides target.json's "build"
 ) error {
 	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
@@ -209,7 +211,7 @@ func DeployAll(ctx context.Context,
 	return runDeploy(ctx, e, fl, targets, deployFlags{mode: mode, user: user, port: port, rev: rev, trust: trust, signingkey: signingkey,
 		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
 		jobs: jobs, timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
-		confirmtimeout: confirmtimeout, wait: wait, failfast: failfast})
+		confirmtimeout: confirmtimeout, wait: wait, failfast: failfast, buildon: buildon})
 }
 
 // requireConfiguration checks that targets/<name>/ exists, so that an

@@ -92,6 +92,7 @@ func newDeployer(e *env, f *fleet, reporter deploy.Reporter, o deploy.Options) *
 		Report: reporter,
 		Sudo:   &deploy.Sudo{},
 		Hook:   filepath.Join(e.root, deploy.HookPath),
+		Fleet:  f.inv,
 	}
 }
 

@@ -11,9 +11,10 @@ import (
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
-// Targets lists the inventory: name, address, SSH user, system and tags of
-// every target (also: list). Reads targets/*/target.json, or the inventory
-// file given with -inventory (e.g. the lab's).
+// Targets lists the inventory: name, address, SSH user, system, where its
+// system is built and tags of every target (also: list). Reads
+// targets/*/target.json, or the inventory file given with -inventory (e.g.
+// the lab's).
 func Targets(ctx context.Context,
 	inventory *string, // inventory file to read instead of targets/*/target.json (e.g. a lab's inventory.json)
 ) error {
@@ -31,9 +32,9 @@ func Targets(ctx context.Context,
 		if tags == "" {
 			tags = "-"
 		}
-		rows = append(rows, []string{t.Name, t.Address, t.User, t.System, tags})
+		rows = append(rows, []string{t.Name, t.Address, t.User, t.System, buildOf(t), tags})
 	}
-	return ui.Table(os.Stdout, []string{"NAME", "ADDRESS", "USER", "SYSTEM", "TAGS"}, rows)
+	return ui.Table(os.Stdout, []string{"NAME", "ADDRESS", "USER", "SYSTEM", "BUILD", "TAGS"}, rows)
 }
 
 // List shows the inventory as a table, like targets.
@@ -49,3 +50,6 @@ func loadInventory(e *env, file *string) (*inventory.Inventory, error) {
 	}
 	return inventory.LoadRepo(e.root)
 }
+
+// buildOf is where t's system is built (local, target or a build host).
+func buildOf(t inventory.Target) string { return inventory.BuildOf(t) }

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -25,7 +26,15 @@ func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Buil
 		return nil, src, err
 	}
 	defer src.Close()
-	b := d.startBuild(ctx, src.Flake, names)
+	plan := map[string]place{}
+	if d.Fleet != nil {
+		for _, n := range names {
+			if t, err := d.Fleet.Get(n); err == nil {
+				plan[n] = place{kind: inventory.BuildLocal, system: t.System}
+			}
+		}
+	}
+	b := d.startBuild(ctx, src.Flake, names, plan)
 	<-b.done
 	out := make([]Built, len(names))
 	for i, n := range names {
@@ -43,11 +52,18 @@ type buildResult struct {
 	size    int64
 	closure map[string]int64 // path -> NAR size
 	err     *Failure
+	// Systems built elsewhere: evaluated here, built by the target's job.
+	remote bool
+	drv    string
+	system string
 }
 
 type buildState struct {
 	done    chan struct{}
 	results map[string]buildResult
+	plan    map[string]place // where each target builds
+	here    *nix.Platforms   // what this machine builds (nil: unknown)
+	hosts   *buildHosts      // connections to build hosts, shared by the run
 }
 
 func (b *buildState) wait(ctx context.Context, name string) (buildResult, error) {
@@ -62,19 +78,38 @@ func (b *buildState) wait(ctx context.Context, name string) (buildResult, error)
 // startBuild builds every system in one `nix build` (one evaluator for the
 // fleet). When it fails, the failing targets are found from Nix's errors and
 // the others are built again (from the cache) so they can still deploy.
-func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) *buildState {
-	b := &buildState{done: make(chan struct{}), results: map[string]buildResult{}}
+// When a target builds elsewhere, or declares a system this machine does
+// not build, evalBuild evaluates the fleet instead (one `nix eval`) and
+// builds here only what belongs here.
+func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, plan map[string]place) *buildState {
+	b := &buildState{done: make(chan struct{}), results: map[string]buildResult{}, plan: plan, hosts: newBuildHosts(d)}
 	go func() {
 		defer close(b.done)
 		defer func() {
-			failed := 0
+			failed, remote := 0, 0
 			for _, r := range b.results {
-				if r.err != nil {
+				switch {
+				case r.err != nil:
 					failed++
+				case r.remote:
+					remote++
 				}
 			}
-			d.Report.BuildFinished(len(b.results)-failed, failed)
+			if remote > 0 {
+				d.Report.Note("build", fmt.Sprintf("%d evaluated here, to be built on their targets or build hosts", remote))
+			}
+			d.Report.BuildFinished(len(b.results)-failed-remote, failed)
 		}()
+		for _, n := range names {
+			if !plan[n].remote() {
+				b.here = d.localPlatforms(ctx)
+				break
+			}
+		}
+		if needsEvaluation(names, plan, b.here) {
+			d.evalBuild(ctx, f, b, names)
+			return
+		}
 		remaining := append([]string(nil), names...)
 		for attempt := 0; len(remaining) > 0; attempt++ {
 			parser := &nix.LogParser{OnProgress: func(p nix.Progress) { d.Report.BuildProgress(p.BuildsDone, p.BuildsExpected) }}
@@ -113,6 +148,11 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string) 
 			}
 			if len(failed) == 0 {
 				failed[remaining[0]] = buildFailure(remaining[0], parser, d.Root, err)
+			}
+			for n, fl := range failed {
+				if pf := platformFailure(n, fl.Cause, b.here); pf != nil {
+					failed[n] = pf
+				}
 			}
 			var next []string
 			for _, n := range remaining {
@@ -211,5 +251,8 @@ func (j *job) build(ctx context.Context) *Failure {
 	}
 	j.built = br
 	j.res.System = br.path
+	if br.remote {
+		return j.remoteBuild(ctx)
+	}
 	return nil
 }

@@ -224,7 +224,8 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	parser := &nix.LogParser{}
 	opts := src.opts
 	opts.To = b.URI()
-	err = j.d.Nix.Copy(cctx, src.paths, opts, parser)
+	// From this machine's store, or from a build host's (remote.go).
+	err = j.copyClosure(cctx, b, src.paths, opts, parser)
 	if err == nil {
 		j.d.Report.Progress(name, total, total)
 		return nil

@@ -23,6 +23,11 @@ type Nix interface {
 	Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error)
 	Copy(ctx context.Context, paths []string, o nix.CopyOptions, p *nix.LogParser) error
 	EvalJSON(ctx context.Context, f nix.Flake, attr, apply string) (string, error)
+	// Systems built elsewhere (remote.go, evalbuild.go).
+	Derivations(ctx context.Context, f nix.Flake, names []string, p *nix.LogParser) (map[string]nix.Derivation, error)
+	Realise(ctx context.Context, f nix.Flake, drvs []string, p *nix.LogParser) ([]string, error)
+	Platforms(ctx context.Context) (nix.Platforms, error)
+	StoreClosures(ctx context.Context, store string, paths []string) (map[string]map[string]int64, error)
 }
 
 // Git is what a deployment needs from git.
@@ -44,6 +49,9 @@ type Deployer struct {
 	Sudo      *Sudo
 	// Hook is run after each target when it exists (see HookPath).
 	Hook string
+	// Fleet is the whole inventory, where build hosts are found (they
+	// need not be deployed in the run).
+	Fleet *inventory.Inventory
 }
 
 // Source is what a run deploys: the flake (work tree or commit) and the commit.
@@ -145,6 +153,10 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	if len(targets) == 0 {
 		return nil, errors.New("no targets selected")
 	}
+	plan, err := d.plan(targets, o)
+	if err != nil {
+		return nil, err
+	}
 	src, err := d.Resolve(ctx, o)
 	if err != nil {
 		return nil, err
@@ -154,7 +166,8 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	for i, t := range targets {
 		names[i] = t.Name
 	}
-	b := d.startBuild(ctx, src.Flake, names)
+	b := d.startBuild(ctx, src.Flake, names, plan)
+	defer b.hosts.close()
 	abandon, stop := abandonContext(ctx, o.Abandon)
 	defer stop()
 
@@ -234,7 +247,7 @@ type stage struct {
 var pipeline = []stage{
 	{StagePreflight, (*job).preflight, false, nil},
 	{StageBuild, (*job).build, false, nil},
-	{StageCopy, (*job).copy, false, func(j *job) bool { return IsLocal(j.t.Address) }},
+	{StageCopy, (*job).copy, false, (*job).skipCopy},
 	{StageActivate, (*job).activate, true, nil},
 	{StageVerify, (*job).verify, true, nil},
 	{StageHealth, (*job).health, true, nil},
@@ -267,7 +280,7 @@ type job struct {
 
 func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o Options, src Source, b *buildState) Result {
 	start := time.Now()
-	j := &job{d: d, t: t, o: o, src: src, shared: b, res: Result{Target: t.Name, Address: t.Address}}
+	j := &job{d: d, t: t, o: o, src: src, shared: b, res: Result{Target: t.Name, Address: t.Address, BuiltOn: b.plan[t.Name].String()}}
 	var failed *Failure
 	for _, st := range pipeline {
 		if st.skip != nil && st.skip(j) {

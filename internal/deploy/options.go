@@ -59,6 +59,9 @@ type Options struct {
 	// TrustSudo); SigningKey is the secret key for TrustSigned.
 	Trust      Trust
 	SigningKey string
+	// BuildOn overrides every target's "build" for the run: local, target,
+	// or the name of a build host of the inventory (-buildon).
+	BuildOn string
 	// Abandon closes on the second interrupt: running activations are
 	// then left to the targets (see Run).
 	Abandon <-chan struct{}
@@ -118,6 +121,9 @@ func (o *Options) Normalize() error {
 		if err := inventory.ValidateUser(o.User); err != nil {
 			return err
 		}
+	}
+	if err := inventory.ValidateBuild(o.BuildOn); err != nil {
+		return fmt.Errorf("-buildon: %w", err)
 	}
 	for _, d := range []struct {
 		name string

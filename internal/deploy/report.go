@@ -45,6 +45,9 @@ type Reporter interface {
 	BuildProgress(done, total int)
 	// BuildFinished: the shared build is over (built systems, failed ones).
 	BuildFinished(ok, failed int)
+	// RemoteBuild is the progress of a target's build on another machine
+	// (host: the target itself or its build host), in derivations.
+	RemoteBuild(target, host string, done, total int)
 	Note(target, msg string)
 	Finished(r Result)
 	// Pause stops drawing (for a password prompt) until resume is called.
@@ -62,6 +65,10 @@ type Result struct {
 	Bytes      int64
 	Duration   time.Duration
 	Err        error
+
+	// BuiltOn is where the system was built: local (this machine),
+	// target, or the build host's name.
+	BuiltOn string
 }
 
 // Failure is a failed target: one line naming cause and remedy.
@@ -118,9 +125,13 @@ func WriteSummary(w io.Writer, p *ui.Printer, results []Result) error {
 		default:
 			status = p.Warning(status)
 		}
-		rows = append(rows, []string{r.Target, r.Address, status, gen, r.Duration.Round(100 * time.Millisecond).String()})
+		built := r.BuiltOn
+		if built == "" {
+			built = "-"
+		}
+		rows = append(rows, []string{r.Target, r.Address, status, gen, built, r.Duration.Round(100 * time.Millisecond).String()})
 	}
-	if err := ui.Table(w, []string{"TARGET", "ADDRESS", "RESULT", "GENERATION", "DURATION"}, rows); err != nil {
+	if err := ui.Table(w, []string{"TARGET", "ADDRESS", "RESULT", "GENERATION", "BUILT ON", "DURATION"}, rows); err != nil {
 		return err
 	}
 	for _, r := range results {
@@ -152,10 +163,11 @@ func FailedNames(results []Result) []string {
 type PlainReporter struct {
 	P *ui.Printer
 
-	mu        sync.Mutex
-	lastBuild int
-	lastCopy  map[string]time.Time
-	lastDone  map[string]int64
+	mu         sync.Mutex
+	lastBuild  int
+	lastCopy   map[string]time.Time
+	lastDone   map[string]int64
+	lastRemote map[string]int
 }
 
 // Stage implements Reporter.
@@ -188,6 +200,22 @@ func (r *PlainReporter) BuildProgress(done, total int) {
 	r.lastBuild = done
 	r.mu.Unlock()
 	r.P.Linef("build: %d/%d derivations built", done, total)
+}
+
+// RemoteBuild implements Reporter (a line when a derivation is done).
+func (r *PlainReporter) RemoteBuild(target, host string, done, total int) {
+	r.mu.Lock()
+	if r.lastRemote == nil {
+		r.lastRemote = map[string]int{}
+	}
+	prev, seen := r.lastRemote[target]
+	if total == 0 || (seen && done <= prev) {
+		r.mu.Unlock()
+		return
+	}
+	r.lastRemote[target] = done
+	r.mu.Unlock()
+	r.P.Linef("%s: build on %s: %d/%d derivations built", target, host, done, total)
 }
 
 // BuildFinished implements Reporter.
@@ -265,6 +293,15 @@ func (r *BoardReporter) BuildProgress(done, total int) {
 		r.B.Bar("\x00build", "build  ", int64(total), false)
 		r.B.Set("\x00build", int64(done))
 	}
+}
+
+// RemoteBuild implements Reporter: the target's bar counts derivations.
+func (r *BoardReporter) RemoteBuild(target, host string, done, total int) {
+	if total <= 0 {
+		return
+	}
+	r.B.Bar(target, fmt.Sprintf("%-16s %-9s", target, truncate("build@"+host, 9)), int64(total), false)
+	r.B.Set(target, int64(done))
 }
 
 // BuildFinished implements Reporter.

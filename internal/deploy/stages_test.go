@@ -65,6 +65,18 @@ func (n *fakeNix) Copy(ctx context.Context, paths []string, o nix.CopyOptions, p
 func (n *fakeNix) EvalJSON(context.Context, nix.Flake, string, string) (string, error) {
 	return "", errors.New("not used")
 }
+func (n *fakeNix) Derivations(context.Context, nix.Flake, []string, *nix.LogParser) (map[string]nix.Derivation, error) {
+	return nil, errors.New("not used")
+}
+func (n *fakeNix) Realise(context.Context, nix.Flake, []string, *nix.LogParser) ([]string, error) {
+	return nil, errors.New("not used")
+}
+func (n *fakeNix) Platforms(context.Context) (nix.Platforms, error) {
+	return nix.Platforms{System: "x86_64-linux"}, nil
+}
+func (n *fakeNix) StoreClosures(context.Context, string, []string) (map[string]map[string]int64, error) {
+	return nil, errors.New("not used")
+}
 
 type fakeGit struct{}
 
@@ -99,13 +111,14 @@ func (c *fakeConnector) Connect(context.Context, inventory.Target) (target.Conn,
 
 type quiet struct{}
 
-func (quiet) Stage(string, Stage)           {}
-func (quiet) Progress(string, int64, int64) {}
-func (quiet) BuildProgress(int, int)        {}
-func (quiet) BuildFinished(int, int)        {}
-func (quiet) Note(string, string)           {}
-func (quiet) Finished(Result)               {}
-func (quiet) Pause() func()                 { return func() {} }
+func (quiet) Stage(string, Stage)                  {}
+func (quiet) Progress(string, int64, int64)        {}
+func (quiet) BuildProgress(int, int)               {}
+func (quiet) BuildFinished(int, int)               {}
+func (quiet) RemoteBuild(string, string, int, int) {}
+func (quiet) Note(string, string)                  {}
+func (quiet) Finished(Result)                      {}
+func (quiet) Pause() func()                        { return func() {} }
 
 func prevGen1(t *targettest.Target) {
 	t.Generation, t.Profile, t.Current = 1, oldSystem, oldSystem

@@ -191,7 +191,7 @@ func TestFailDiskFull(t *testing.T) {
 		if err := f.lab.LimitDisk(ctx, "lab-server", 0); err != nil {
 			t.Error(err)
 		}
-		if fs := f.exec("lab-server", "findmnt -n -o FSTYPE /nix | tail -n 1"); fs == "tmpfs" {
+		if fs := f.exec("lab-server", "findmnt -n -o SOURCE /nix | tail -n 1"); fs == "lab-small-disk" {
 			t.Error("the small disk is still mounted")
 		}
 	})

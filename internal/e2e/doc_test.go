@@ -53,7 +53,7 @@ func TestReadmeExamples(t *testing.T) {
 			t.Fatalf("README example %q: only mage commands can be run", c)
 		}
 		c = strings.ReplaceAll(c, "10.77.0.", "10.77.70.")
-		args := strings.Fields(strings.TrimPrefix(c, "mage "))
+		args := shellWords(strings.TrimPrefix(c, "mage "))
 		if args[0] == "lab:up" {
 			args = append(args, "-name=doc", "-subnet=10.77.70.0/24")
 		}
@@ -65,6 +65,10 @@ func TestReadmeExamples(t *testing.T) {
 		case "deployAll":
 			if !regexp.MustCompile(`lab-server\s+10\.77\.70\.11\s+ok\s+1`).MatchString(r.Stdout) {
 				t.Errorf("deployAll:\n%s", r.Stdout)
+			}
+		case "exec":
+			if !regexp.MustCompile(`(?m)^lab-server +\| 26\.11pre-double$`).MatchString(r.Stdout) {
+				t.Errorf("exec:\n%s", r.Stdout)
 			}
 		case "status":
 			if !strings.Contains(r.Stdout, "up to date") {
@@ -124,4 +128,31 @@ func TestReadmeTargetNamesMatchMage(t *testing.T) {
 			t.Errorf("mage -l lists %q, the README's tables do not", name)
 		}
 	}
+}
+
+// shellWords splits a command line as sh does for words and single-quoted
+// strings (all the README's examples use).
+func shellWords(line string) []string {
+	var words []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for _, r := range line {
+		switch {
+		case r == '\'':
+			quoted, in = !quoted, true
+		case r == ' ' && !quoted:
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
 }

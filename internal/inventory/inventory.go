@@ -73,6 +73,10 @@ type Facts struct {
 	System string        `json:"system,omitempty"`
 	Tags   []string      `json:"tags,omitempty"`
 	Health []HealthCheck `json:"health,omitempty"`
+	// Build is where the system is built: "local" (this machine, the
+	// default), "target" (the target itself) or the name of another
+	// target of the inventory that builds it (see build.go).
+	Build string `json:"build,omitempty"`
 	// UserSet: User came from the facts (or a flag), not the default, so
 	// it wins over ~/.ssh/config's User.
 	UserSet bool `json:"-"`
@@ -316,7 +320,7 @@ func (p Problem) String() string {
 	return p.Target + ": " + p.Message
 }
 
-// Lint checks names, addresses, duplicates and health checks.
+// Lint checks names, addresses, duplicates, health checks and build hosts.
 func (inv *Inventory) Lint() []Problem {
 	var probs []Problem
 	byAddr := map[string]string{}
@@ -353,6 +357,9 @@ func (inv *Inventory) Lint() []Problem {
 			if err := h.Validate(); err != nil {
 				probs = append(probs, Problem{t.Name, fmt.Sprintf("health check %d: %v", i+1, err)})
 			}
+		}
+		if p := inv.lintBuild(t); p != "" {
+			probs = append(probs, Problem{t.Name, p})
 		}
 	}
 	return probs

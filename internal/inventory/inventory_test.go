@@ -142,3 +142,56 @@ func TestGetUnknownListsValid(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestBuildValuesAndLint(t *testing.T) {
+	for _, ok := range []string{"", "local", "target", "pi-builder"} {
+		if err := ValidateBuild(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"Local", "remote host", "ssh://x", "a;b"} {
+		if err := ValidateBuild(bad); err == nil || !strings.Contains(err.Error(), `use "local"`) {
+			t.Errorf("%q accepted or unclear: %v", bad, err)
+		}
+	}
+	f := func(system, build string) Facts {
+		return Facts{Address: "10.0.0.1", User: "monibahmed", System: system, Build: build}
+	}
+	inv := &Inventory{Targets: []Target{
+		{Name: "pi", Facts: f("aarch64-linux", "builder")},
+		{Name: "builder", Facts: f("aarch64-linux", "")},
+		{Name: "laptop", Facts: f("x86_64-linux", "builder")},
+		{Name: "ghost", Facts: f("x86_64-linux", "nowhere")},
+		{Name: "weird", Facts: f("x86_64-linux", "over there")},
+		{Name: "self", Facts: f("x86_64-linux", "self")},
+		{Name: "board", Facts: f("aarch64-linux", "target")},
+	}}
+	for i := range inv.Targets {
+		inv.Targets[i].Address = "10.0.0." + string(rune('1'+i))
+	}
+	var lines []string
+	for _, p := range inv.Lint() {
+		lines = append(lines, p.String())
+	}
+	all := strings.Join(lines, "\n")
+	for _, want := range []string{
+		`laptop: build host builder is aarch64-linux but this target is x86_64-linux`,
+		`ghost: build host "nowhere" is not a target of the inventory (targets: pi, builder, laptop, ghost, weird, self, board)`,
+		`weird: invalid build "over there"`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("missing %q in:\n%s", want, all)
+		}
+	}
+	if len(lines) != 3 {
+		t.Errorf("want 3 problems (pi, self and board are fine), got:\n%s", all)
+	}
+	if BuildOf(inv.Targets[5]) != BuildTarget || BuildOf(inv.Targets[1]) != BuildLocal || BuildOf(inv.Targets[0]) != "builder" {
+		t.Errorf("BuildOf: %s %s %s", BuildOf(inv.Targets[5]), BuildOf(inv.Targets[1]), BuildOf(inv.Targets[0]))
+	}
+	// target.json takes the field.
+	facts, err := ParseFacts([]byte(`{"address": "10.0.0.9", "system": "aarch64-linux", "build": "target"}`))
+	if err != nil || facts.Build != "target" {
+		t.Fatalf("parse: %+v %v", facts, err)
+	}
+}

@@ -294,7 +294,13 @@ func (l *Lab) editNixConf(ctx context.Context, host string, edit func(_ *bool, t
 	}
 	trusted, keys := parseNixConf(string(data), l.state.User)
 	edit(nil, &trusted, &keys)
-	if err := rewrite(p, nixConf(l.state.User, trusted, keys)); err != nil {
+	conf := nixConf(l.state.User, trusted, keys)
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "extra-platforms =") { // ExtraPlatforms' line stays
+			conf += line + "\n"
+		}
+	}
+	if err := rewrite(p, conf); err != nil {
 		return err
 	}
 	if err := l.StopNixDaemon(ctx, host); err != nil {
@@ -310,10 +316,12 @@ func (l *Lab) LimitDisk(ctx context.Context, host string, sizeMiB int) error {
 		return err
 	}
 	// /nix is the host's bind mount, with the small disk stacked on top;
-	// findmnt lists stacked mounts bottom first.
+	// findmnt lists stacked mounts bottom first. The small disk is known by
+	// its source name: the bind mount is a tmpfs too where the lab's state
+	// directory is on one (a tmpfs /tmp).
 	script := `set -e
-top() { findmnt -n -o FSTYPE /nix | tail -n 1; }
-while [ "$(top)" = tmpfs ]; do umount /nix; done
+top() { findmnt -n -o SOURCE /nix | tail -n 1; }
+while [ "$(top)" = lab-small-disk ]; do umount /nix; done
 if [ "$1" -gt 0 ]; then
 	mount -t tmpfs -o "size=$1m,mode=0755" lab-small-disk /nix
 	mkdir -p /nix/store /nix/var/nix/profiles /nix/var/nix/daemon-socket
@@ -560,4 +568,62 @@ func (l *Lab) RemoveCommand(host, name string) error {
 		return nil
 	}
 	return err
+}
+
+// ExtraPlatforms sets the host's nix.conf extra-platforms (none: the line
+// is removed) and restarts its nix-daemon. A host given another
+// architecture (e.g. aarch64-linux) then builds that architecture's
+// derivations: the double's builders are this machine's /bin/sh and
+// coreutils, so it plays a machine of that system for mixed fleets.
+func (l *Lab) ExtraPlatforms(ctx context.Context, host string, systems ...string) error {
+	p, err := l.fsPath(host, "etc/nix/nix.conf")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		if !strings.HasPrefix(line, "extra-platforms =") {
+			lines = append(lines, line)
+		}
+	}
+	if len(systems) > 0 {
+		lines = append(lines, "extra-platforms = "+strings.Join(systems, " "))
+	}
+	if err := rewrite(p, strings.Join(lines, "\n")+"\n"); err != nil {
+		return err
+	}
+	if err := l.StopNixDaemon(ctx, host); err != nil {
+		return err
+	}
+	return l.StartNixDaemon(ctx, host)
+}
+
+// LinkBytes returns the bytes the host received and sent on its link
+// (eth0, from its own /proc/net/dev).
+func (l *Lab) LinkBytes(ctx context.Context, host string) (rx, tx int64, err error) {
+	out, err := l.Exec(ctx, host, "cat", "/proc/net/dev")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || name != "eth0" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 9 {
+			break
+		}
+		rx, err1 := strconv.ParseInt(f[0], 10, 64)
+		tx, err2 := strconv.ParseInt(f[8], 10, 64)
+		if err1 != nil || err2 != nil {
+			break
+		}
+		return rx, tx, nil
+	}
+	return 0, 0, fmt.Errorf("lab host %s: no eth0 in /proc/net/dev", host)
 }

@@ -145,7 +145,21 @@ func (n Nix) pathInfo(ctx context.Context, args ...string) ([]PathInfo, error) {
 // Closures returns the closure (path -> NAR size) of each of paths, from
 // one `nix path-info` for all of them.
 func (n Nix) Closures(ctx context.Context, paths []string) (map[string]map[string]int64, error) {
-	infos, err := n.pathInfo(ctx, append([]string{"-r"}, paths...)...)
+	return n.closures(ctx, "", paths)
+}
+
+// StoreClosures is Closures of paths in another store (e.g. a build
+// host's, through a bridge: unix://...).
+func (n Nix) StoreClosures(ctx context.Context, store string, paths []string) (map[string]map[string]int64, error) {
+	return n.closures(ctx, store, paths)
+}
+
+func (n Nix) closures(ctx context.Context, store string, paths []string) (map[string]map[string]int64, error) {
+	args := []string{"-r"}
+	if store != "" {
+		args = append(args, "--store", store)
+	}
+	infos, err := n.pathInfo(ctx, append(args, paths...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -182,13 +196,20 @@ type CopyOptions struct {
 	Substitute  bool   // let the destination fetch from its own substituters
 	NoCheckSigs bool   // the destination accepts unsigned paths (a trusted client)
 	NoRecursive bool   // exactly the given paths, not their closures
+	// Derivation copies a .drv and its closure (other derivations and
+	// sources) instead of building its outputs: Nix 2.8 takes a bare .drv
+	// as "its outputs" and would build them here.
+	Derivation bool
 }
 
-// Copy copies paths (with their closures unless NoRecursive) to another store.
-func (n Nix) Copy(ctx context.Context, paths []string, o CopyOptions, parser *LogParser) error {
+// CopyArgs are the arguments of `nix copy` before the paths.
+func CopyArgs(o CopyOptions) []string {
 	args := []string{"copy", "--log-format", "internal-json", "--to", o.To}
 	if o.From != "" {
 		args = append(args, "--from", o.From)
+	}
+	if o.Derivation {
+		args = append(args, "--derivation")
 	}
 	if o.NoCheckSigs {
 		args = append(args, "--no-check-sigs")
@@ -199,6 +220,12 @@ func (n Nix) Copy(ctx context.Context, paths []string, o CopyOptions, parser *Lo
 	if o.NoRecursive {
 		args = append(args, "--no-recursive")
 	}
+	return args
+}
+
+// Copy copies paths (with their closures unless NoRecursive) to another store.
+func (n Nix) Copy(ctx context.Context, paths []string, o CopyOptions, parser *LogParser) error {
+	args := CopyArgs(o)
 	args = append(args, paths...)
 	_, err := n.stream(ctx, false, args, parser, nil)
 	var envErr *EnvError

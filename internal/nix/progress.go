@@ -26,6 +26,16 @@ type Progress struct {
 	CopiedPaths                []string // store paths whose copy finished
 }
 
+// Bounds of what a LogParser keeps: the last maxKept plain lines and
+// errors, lines of at most maxLine bytes.
+const (
+	maxKept = 200
+	maxLine = 1 << 20
+	// maxActivities bounds the activities followed at once and the
+	// derivations whose log tails are kept.
+	maxActivities = 50000
+)
+
 // LogParser consumes Nix's stderr in internal-json format (as an io.Writer),
 // reports progress and keeps the error messages and build log tails.
 type LogParser struct {
@@ -75,6 +85,12 @@ func (p *LogParser) Write(b []byte) (int, error) {
 		lines = append(lines, append([]byte(nil), p.buf[:i]...))
 		p.buf = p.buf[i+1:]
 	}
+	if len(p.buf) > maxLine {
+		// A line this long is no log line (a remote Nix's stderr is
+		// untrusted): keep its start, drop the rest of it.
+		lines = append(lines, append([]byte(nil), p.buf[:maxLine]...))
+		p.buf = p.buf[:0]
+	}
 	p.mu.Unlock()
 	for _, l := range lines {
 		p.line(l)
@@ -88,6 +104,9 @@ func (p *LogParser) line(l []byte) {
 	if !bytes.HasPrefix(l, []byte(prefix)) {
 		if s := strings.TrimSpace(StripANSI(string(l))); s != "" {
 			p.plain = append(p.plain, s)
+			if len(p.plain) > maxKept {
+				p.plain = p.plain[len(p.plain)-maxKept:]
+			}
 		}
 		p.mu.Unlock()
 		return
@@ -101,6 +120,9 @@ func (p *LogParser) line(l []byte) {
 		p.types, p.copying, p.building, p.logs = map[uint64]int{}, map[uint64]string{}, map[uint64]string{}, map[string][]string{}
 	}
 	changed := false
+	if ev.Action == "start" && (len(p.types) >= maxActivities || len(p.logs) >= maxActivities) {
+		ev.Action = "" // a flood of activities that never stop: ignore more
+	}
 	switch ev.Action {
 	case "start":
 		p.types[ev.ID] = ev.Type
@@ -181,6 +203,9 @@ func (p *LogParser) line(l []byte) {
 			e.Message = OneLine(strings.TrimPrefix(strings.TrimSpace(e.Message), "error: "))
 			e.Drv = drvRE.FindString(e.Raw + "\n" + e.Message)
 			p.errors = append(p.errors, e)
+			if len(p.errors) > maxKept {
+				p.errors = p.errors[len(p.errors)-maxKept:]
+			}
 		}
 	}
 	prog := p.progress

@@ -53,3 +53,28 @@ func TestLogParser(t *testing.T) {
 		t.Errorf("plain: %v", pl)
 	}
 }
+
+// What a remote Nix sends is untrusted: the parser keeps bounded state.
+func TestLogParserBounds(t *testing.T) {
+	p := &LogParser{}
+	for i := 0; i < 1000; i++ {
+		p.Write([]byte("plain line\n"))
+		p.Write([]byte(`@nix {"action":"msg","level":0,"msg":"error: x"}` + "\n"))
+	}
+	p.Write([]byte(strings.Repeat("x", 3<<20)))
+	p.Write([]byte("\n"))
+	if len(p.Plain()) > maxKept || len(p.Errors()) > maxKept {
+		t.Fatalf("kept %d plain lines, %d errors", len(p.Plain()), len(p.Errors()))
+	}
+	for _, l := range p.Plain() {
+		if len(l) > maxLine {
+			t.Fatalf("a line of %d bytes kept", len(l))
+		}
+	}
+	p.mu.Lock()
+	n := len(p.buf)
+	p.mu.Unlock()
+	if n > maxLine {
+		t.Fatalf("buffer of %d bytes", n)
+	}
+}

@@ -30,12 +30,15 @@ const (
 	Discovery    = "discovery"
 	Hardware     = "hardware-configuration"
 	Lab          = "the-lab"
+	Foreign      = "systems-this-machine-cannot-build"
+	RemoteBuild  = "remote-builds"
 )
 
 // Sections lists every section the code refers to.
 func Sections() []string {
 	return []string{Network, HostKeys, Auth, Sudo, TrustedUsers, DiskSpace, Eval, Build, Activation, Health,
-		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, LocalNix, GitState, Inventory, Check, Discovery, Hardware, Lab}
+		Rollbacks, Locks, WrongMachine, TargetSetup, NixVersion, LocalNix, GitState, Inventory, Check, Discovery, Hardware, Lab,
+		Foreign, RemoteBuild}
 }
 
 // See is the reference appended to error messages.

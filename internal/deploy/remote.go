@@ -1,0 +1,408 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/target"
+	"github.com/monibahmed/nixos-config/internal/trouble"
+)
+
+// remoteBuild builds the target's evaluated system where its plan says:
+// on the target itself, or on a build host. The derivations go there
+// through a bridge on the deployment's own SSH connection (`nix copy
+// --derivation`: .drv files are content-addressed, so a daemon that does
+// not trust the SSH user takes them too), `nix-store --realise` builds
+// them there as the SSH user (any user of the daemon may build) with
+// Nix's progress, and nothing of the system itself crosses this machine.
+// For a build host the closure's sizes are read for the copy stage,
+// which then copies from the build host (copySource).
+func (j *job) remoteBuild(ctx context.Context) *Failure {
+	p := j.shared.plan[j.t.Name]
+	bh := &buildHost{name: j.t.Name, sess: j.sess}
+	self := p.kind == inventory.BuildTarget
+	if !self {
+		var f *Failure
+		if bh, f = j.shared.hosts.get(ctx, p.host, j.o); f != nil {
+			return f
+		}
+	}
+	who := builderName(bh.name, self)
+	if plat := bh.platforms(ctx); plat != nil && !plat.CanBuild(j.built.system) {
+		return lacksSystem(who, j.built.system, plat.String(), self)
+	}
+	if j.validOn(ctx, bh.sess, j.built.path) {
+		j.d.Report.Note(j.t.Name, "already built on "+bh.name)
+	} else {
+		j.d.Report.Note(j.t.Name, "building on "+bh.name+" (evaluated here)")
+		if f := j.sendDerivations(ctx, bh, who); f != nil {
+			return f
+		}
+		if f := j.realise(ctx, bh, who); f != nil {
+			return f
+		}
+	}
+	if self {
+		return nil
+	}
+	return j.builderClosure(ctx, bh, who)
+}
+
+// skipCopy: nothing to copy to this machine itself, nor to a target that
+// built its own system.
+func (j *job) skipCopy() bool {
+	return IsLocal(j.t.Address) || j.shared.plan[j.t.Name].kind == inventory.BuildTarget
+}
+
+func builderName(name string, self bool) string {
+	if self {
+		return "the target " + name
+	}
+	return "the build host " + name
+}
+
+// validOn tells whether path is valid in the session's store.
+func (j *job) validOn(ctx context.Context, s *target.Session, path string) bool {
+	_, err := s.Run(ctx, "nix-store --check-validity", "nix-store --check-validity "+run.Quote(path), nil)
+	return err == nil
+}
+
+// sendDerivations copies the system's derivation closure to the builder.
+func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *Failure {
+	// The SSH user's daemon: derivations are content-addressed, so even a
+	// daemon that trusts no one but root adds them (any -trust).
+	b, err := bh.sess.OpenBridge(ctx, target.DaemonUser)
+	if err != nil {
+		return &Failure{Section: trouble.Network, Cause: "opening the bridge to " + bh.name + ": " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}
+	}
+	defer b.Close()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stalled := j.watchStall(cctx, cancel, b)
+	parser := &nix.LogParser{}
+	err = j.d.Nix.Copy(cctx, []string{j.built.drv}, nix.CopyOptions{To: b.URI(), Derivation: true}, parser)
+	if err == nil {
+		j.d.Report.Note(j.t.Name, fmt.Sprintf("derivations sent to %s (%s)", bh.name, HumanBytes(b.Sent())))
+		return nil
+	}
+	select {
+	case <-stalled:
+		return &Failure{Section: trouble.RemoteBuild, Cause: fmt.Sprintf("sending the derivations to %s stalled: nothing crossed the connection for %v", who, j.stallTimeout()),
+			Remedy: "check the network and the nix-daemon there, then run again", Err: err}
+	default:
+	}
+	if ctx.Err() != nil {
+		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}
+	}
+	if _, openErr := b.Errors(); openErr != nil {
+		return builderUnreachable(bh.name, targetFailure(openErr))
+	}
+	remote, _ := b.Errors()
+	text := errorText(parser) + "\n" + strings.Join(remote, "\n")
+	if f := j.deadBuilder(bh); f != nil {
+		return f
+	}
+	switch nix.ClassifyStoreError(text) {
+	case nix.StoreDiskFull:
+		return j.outOfDisk(ctx, bh, who, err)
+	case nix.StoreUntrusted:
+		return &Failure{Section: trouble.TrustedUsers, Cause: who + " refuses the derivations from " + bh.sess.User,
+			Remedy: "derivations are content-addressed and need no trust: check its Nix (2.8 or newer) and its nix.conf (require-sigs, allowed-users)", Err: err}
+	}
+	return &Failure{Section: trouble.RemoteBuild, Cause: "sending the derivations to " + who + " failed: " + target.Clean(strings.Join(target.LastLines(text, 2), " | "), 300),
+		Remedy: "check the network and Nix there, then run again", Err: err}
+}
+
+// watchStall cancels a copy through b when nothing crossed it for the
+// stall timeout; the returned channel is closed when it did.
+func (j *job) watchStall(ctx context.Context, cancel context.CancelFunc, b *target.Bridge) <-chan struct{} {
+	stalled := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if b.Idle() > j.stallTimeout() {
+					close(stalled)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return stalled
+}
+
+// realise builds the derivation on the builder with `nix-store --realise`
+// (every Nix from 2.8 on), its progress streamed through a LogParser.
+func (j *job) realise(ctx context.Context, bh *buildHost, who string) *Failure {
+	name := j.t.Name
+	parser := &nix.LogParser{OnProgress: func(p nix.Progress) { j.d.Report.RemoteBuild(name, bh.name, p.BuildsDone, p.BuildsExpected) }}
+	out := &bounded{max: 64 << 10}
+	line := "nix-store " + run.ShellJoin(append(nix.RealiseArgs(), j.built.drv)...)
+	// No time limit: a build takes what it takes. A dead connection is
+	// found by the keepalives, an interrupt closes the session (and the
+	// daemon then stops the build).
+	_, err := bh.sess.Conn.Exec(ctx, sshx.Command{Line: line, Stdout: out, Stderr: parser, Name: "nix-store --realise"})
+	if err != nil {
+		return j.realiseFailure(ctx, bh, who, parser, err)
+	}
+	for _, p := range strings.Fields(out.String()) {
+		if p == j.built.path {
+			return nil
+		}
+	}
+	return &Failure{Section: trouble.RemoteBuild, Cause: fmt.Sprintf("the build on %s did not report %s (it printed %q)", who, j.built.path, target.Clean(out.String(), 200)),
+		Remedy: "check Nix there (nix-store --realise " + j.built.drv + ")"}
+}
+
+func (j *job) realiseFailure(ctx context.Context, bh *buildHost, who string, p *nix.LogParser, err error) *Failure {
+	if ctx.Err() != nil {
+		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target; the build there stops too", Err: err}
+	}
+	if f := j.deadBuilder(bh); f != nil {
+		return f
+	}
+	var se *sshx.Error
+	if errors.As(err, &se) {
+		return builderUnreachable(bh.name, connectFailure(err))
+	}
+	text := errorText(p)
+	for _, e := range p.Errors() {
+		if drv := drvIn(e.Message); drv != "" {
+			text += "\n" + strings.Join(p.BuildLog(drv), "\n")
+		}
+	}
+	if sys, ok := nix.PlatformMismatch(text); ok {
+		return lacksSystem(who, sys, "", bh.name == j.t.Name)
+	}
+	if nix.ClassifyStoreError(text) == nix.StoreDiskFull {
+		return j.outOfDisk(ctx, bh, who, err)
+	}
+	if nix.ClassifyStoreError(text) == nix.StoreNoDaemon {
+		return &Failure{Section: trouble.TargetSetup, Cause: "the nix-daemon of " + who + " is not running", Remedy: "start it there (systemctl start nix-daemon.socket)", Err: err}
+	}
+	if st, serr := bh.sess.ReadState(context.WithoutCancel(ctx)); serr == nil && st.Free >= 0 && st.Free < 32<<20 {
+		return j.outOfDisk(ctx, bh, who, err)
+	}
+	errs := p.Errors()
+	if len(errs) == 0 {
+		var ee *sshx.ExitError
+		msg := err.Error()
+		if errors.As(err, &ee) {
+			msg = fmt.Sprintf("exit status %d", ee.Code)
+		}
+		return &Failure{Section: trouble.RemoteBuild, Cause: "nix-store --realise on " + who + " failed (" + target.Clean(msg, 100) + "): " + target.Clean(strings.Join(target.LastLines(text, 2), " | "), 300),
+			Remedy: "check Nix there", Err: err}
+	}
+	e := errs[len(errs)-1]
+	f := &Failure{Section: trouble.Build, Cause: "build failed on " + bh.name + ": " + target.Clean(e.OneLine(), 400),
+		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: err}
+	if drv := drvIn(e.Message); drv != "" {
+		for _, l := range p.BuildLog(drv) {
+			f.Detail = append(f.Detail, target.Clean(l, 300))
+		}
+	}
+	return f
+}
+
+// drvIn finds the first store derivation a message names.
+func drvIn(msg string) string {
+	msg = nix.StripANSI(msg)
+	i := strings.Index(msg, "/nix/store/")
+	if i < 0 {
+		return ""
+	}
+	drv := msg[i:]
+	if k := strings.IndexAny(drv, "' \n"); k >= 0 {
+		drv = drv[:k]
+	}
+	if !strings.HasSuffix(drv, ".drv") {
+		return ""
+	}
+	return drv
+}
+
+// deadBuilder reports a builder whose connection died.
+func (j *job) deadBuilder(bh *buildHost) *Failure {
+	if dc, ok := bh.sess.Conn.(interface{ Dead() error }); ok {
+		if d := dc.Dead(); d != nil {
+			if bh.name == j.t.Name {
+				return connectFailure(d)
+			}
+			return builderUnreachable(bh.name, connectFailure(d))
+		}
+	}
+	return nil
+}
+
+func lacksSystem(who, system, builds string, self bool) *Failure {
+	cause := fmt.Sprintf("%s cannot build %s systems", who, system)
+	if builds != "" {
+		cause += " (its Nix builds " + builds + ")"
+	}
+	remedy := fmt.Sprintf(`build on a machine of that system: a build host whose "system" is %s ("build": "<name>" in target.json, or -buildon=<name>)`, system)
+	if !self {
+		remedy += `, or the target itself (-buildon=target); an emulating build host needs extra-platforms = ` + system + ` in its nix.conf`
+	} else {
+		remedy += `; check "system" in the target's target.json`
+	}
+	return &Failure{Section: trouble.RemoteBuild, Cause: cause, Remedy: remedy + "; nothing was copied to the target"}
+}
+
+func (j *job) outOfDisk(ctx context.Context, bh *buildHost, who string, err error) *Failure {
+	free := ""
+	if st, serr := bh.sess.ReadState(context.WithoutCancel(ctx)); serr == nil && st.Free >= 0 {
+		free = " (" + HumanBytes(st.Free) + " free on its /nix)"
+	}
+	return &Failure{Section: trouble.RemoteBuild, Cause: who + " ran out of disk space during the build" + free,
+		Remedy: "free space there (sudo nix-collect-garbage --delete-older-than 30d) or build elsewhere (-buildon=local, target or another build host); the target is unchanged", Err: err}
+}
+
+// builderClosure reads the closure of the system built on a build host
+// (path and NAR size), through a bridge, for the copy stage's missing
+// paths and disk check.
+func (j *job) builderClosure(ctx context.Context, bh *buildHost, who string) *Failure {
+	b, err := bh.sess.OpenBridge(ctx, target.DaemonUser)
+	if err != nil {
+		return &Failure{Section: trouble.Network, Cause: "opening the bridge to " + bh.name + ": " + err.Error(), Remedy: "check this machine's temporary directory", Err: err}
+	}
+	defer b.Close()
+	// A query, however large the closure: bounded like the copy's stall.
+	qctx, cancel := context.WithTimeout(ctx, 4*j.stallTimeout())
+	defer cancel()
+	c, err := j.d.Nix.StoreClosures(qctx, b.URI(), []string{j.built.path})
+	if err != nil {
+		if f := j.deadBuilder(bh); f != nil {
+			return f
+		}
+		return &Failure{Section: trouble.RemoteBuild, Cause: "reading the closure of the system on " + who + ": " + target.Clean(err.Error(), 300), Remedy: "check Nix there, then run again", Err: err}
+	}
+	j.built.closure, j.built.size = c[j.built.path], 0
+	for _, n := range j.built.closure {
+		j.built.size += n
+	}
+	return nil
+}
+
+// copyClosure copies the system's closure to the target through its
+// bridge b: `nix copy` here for a system built here; for a system built on
+// a build host, `nix copy` runs there, to a socket sshd opens on the build
+// host for this machine (streamlocal forwarding), whose connections this
+// machine carries on to the target's bridge. The paths thus stream from the
+// build host through this machine to the target without entering this
+// machine's store. (`nix copy --from unix://<bridge>` cannot do it: Nix
+// reads the NARs of a unix:// store from the local file system. The build
+// host copying to the target over its own SSH would need keys and host
+// keys between the two; this needs nothing new, at the price of the bytes
+// crossing this machine's link twice.)
+func (j *job) copyClosure(ctx context.Context, b *target.Bridge, paths []string, o nix.CopyOptions, parser *nix.LogParser) error {
+	p := j.shared.plan[j.t.Name]
+	if p.kind != placeHost {
+		return j.d.Nix.Copy(ctx, paths, o, parser)
+	}
+	fail := func(err error) error {
+		// The copy's failure is explained from the parser's lines.
+		parser.Write([]byte("error: " + err.Error() + "\n"))
+		return err
+	}
+	bh, f := j.shared.hosts.get(ctx, p.host, j.o)
+	if f != nil {
+		return fail(f)
+	}
+	fw, ok := bh.sess.Conn.(interface {
+		ListenUnix(string) (net.Listener, error)
+	})
+	if !ok {
+		return fail(errors.New("the connection to the build host " + bh.name + " cannot forward a socket"))
+	}
+	out, err := bh.sess.Run(ctx, "mktemp", "mktemp -d /tmp/nixos-config-copy.XXXXXXXXXX", nil)
+	dir := strings.TrimSpace(out.Stdout)
+	if err != nil || !copyDirRE.MatchString(dir) {
+		return fail(fmt.Errorf("creating a private directory on %s: %v %q", bh.name, err, target.Clean(dir, 100)))
+	}
+	defer bh.sess.Run(context.WithoutCancel(ctx), "rm", "rm -rf "+run.Quote(dir), nil)
+	sock := dir + "/nix.sock"
+	ln, err := fw.ListenUnix(sock)
+	if err != nil {
+		return fail(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go splice(c, b.Socket)
+		}
+	}()
+	o.To = "unix://" + sock
+	line := "nix --extra-experimental-features nix-command " + run.ShellJoin(append(nix.CopyArgs(o), j.built.path)...)
+	_, err = bh.sess.Conn.Exec(ctx, sshx.Command{Line: line, Stdout: &bounded{max: 64 << 10}, Stderr: parser, Name: "nix copy"})
+	return err
+}
+
+var copyDirRE = regexp.MustCompile(`^/tmp/nixos-config-copy\.[A-Za-z0-9]{10}$`)
+
+// splice connects c to the unix socket at path, both ways, until either
+// side ends.
+func splice(c net.Conn, path string) {
+	defer c.Close()
+	t, err := net.Dial("unix", path)
+	if err != nil {
+		return
+	}
+	defer t.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(t, c); closeWrite(t); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, t); closeWrite(c); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// bounded keeps the first max bytes written to it.
+type bounded struct {
+	mu  sync.Mutex
+	max int
+	b   strings.Builder
+}
+
+func (w *bounded) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if room := w.max - w.b.Len(); room > 0 {
+		if len(p) > room {
+			w.b.Write(p[:room])
+		} else {
+			w.b.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+func (w *bounded) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
