@@ -239,6 +239,13 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	if ctx.Err() != nil {
 		return &copyError{Failure: &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}}
 	}
+	// A dead connection first: it also fails the sessions the bridge was
+	// opening (a sudo that "exited" without a status).
+	if dc, ok := j.sess.Conn.(interface{ Dead() error }); ok {
+		if d := dc.Dead(); d != nil {
+			return &copyError{Failure: connectFailure(d)}
+		}
+	}
 	remote, openErr := b.Errors()
 	if openErr != nil {
 		f := targetFailure(openErr)
@@ -255,11 +262,6 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	text = append(text, parser.Plain()...)
 	text = append(text, remote...)
 	all := strings.Join(text, "\n")
-	if dc, ok := j.sess.Conn.(interface{ Dead() error }); ok {
-		if d := dc.Dead(); d != nil {
-			return &copyError{Failure: connectFailure(d)}
-		}
-	}
 	kind := nix.ClassifyStoreError(all)
 	line := nix.StoreErrorLine(all)
 	if line == "" {

@@ -171,6 +171,11 @@ func needPassword(s *Session) *Error {
 
 // sudoFailure explains why sudo did not run the command.
 func sudoFailure(s *Session, text string, err error) *Error {
+	// The connection, not sudo, failed (lost, or declared dead).
+	var se *sshx.Error
+	if errors.As(err, &se) {
+		return commandError("sudo", err, sshx.Output{})
+	}
 	msg := strings.ToLower(text)
 	code := exitCode(err)
 	detail := Clean(strings.Join(LastLines(text, 2), " | "), 300)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/target"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 	"github.com/monibahmed/nixos-config/internal/target/targettest"
 )
 
@@ -86,6 +87,16 @@ func TestSudoPasswordOnlyAtPrompt(t *testing.T) {
 	_, err = session(ft, &pw{}).RunRoot(ctx, target.Root{Name: "x", Args: []string{"true"}})
 	if !errors.As(err, &te) || !strings.Contains(te.Cause, "may not use sudo") || !strings.Contains(te.Remedy, "wheel") {
 		t.Fatalf("no sudo: %v", err)
+	}
+}
+
+// A connection lost while sudo starts is a network failure, not sudo's.
+func TestSudoLostConnectionIsNotSudo(t *testing.T) {
+	ft := &targettest.Target{Hostname: "lab-server", LostAtSudo: true}
+	_, err := session(ft, &pw{}).RunRoot(context.Background(), target.Root{Name: "x", Args: []string{"true"}})
+	var te *target.Error
+	if !errors.As(err, &te) || te.Section != trouble.Network || strings.Contains(te.Cause, "sudo on") || !strings.Contains(te.Cause, "lost") {
+		t.Fatalf("lost connection: %v", err)
 	}
 }
 

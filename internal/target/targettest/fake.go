@@ -46,6 +46,9 @@ type Target struct {
 	ReachFails bool
 	// Health: exit status of health-check commands.
 	HealthCode int
+	// LostAtSudo: the connection drops while sudo starts (its session
+	// ends without an exit status).
+	LostAtSudo bool
 
 	// Recorded.
 	Logins      int
@@ -113,6 +116,10 @@ func (c *Conn) Start(ctx context.Context, line string) (*sshx.Proc, error) {
 	code := 0
 	wait := func() error {
 		once.Do(func() { code = <-done })
+		if code == lostCode {
+			return &sshx.Error{Kind: sshx.KindLost, Address: c.t.Hostname, Cause: "the SSH connection to " + c.t.Hostname + " was lost while running a command",
+				Remedy: "check the network and that the target is up, then run again"}
+		}
 		if code != 0 {
 			return &sshx.ExitError{Command: line, Output: sshx.Output{Code: code}}
 		}
@@ -121,6 +128,9 @@ func (c *Conn) Start(ctx context.Context, line string) (*sshx.Proc, error) {
 	kill := func() { inR.CloseWithError(errors.New("killed")); outR.Close(); errR.Close() }
 	return sshx.NewProc("fake", inW, outR, errR, wait, kill), nil
 }
+
+// lostCode: the command's session ended with the connection.
+const lostCode = -1000
 
 func (t *Target) note(s string) {
 	t.Lock()
@@ -133,6 +143,9 @@ func (t *Target) run(line string, in *bufio.Reader, out, errw io.Writer) int {
 	words := Split(line)
 	if len(words) >= 9 && words[0] == "sudo" && words[1] == "-S" && words[2] == "-p" {
 		prompt, start, args := words[3], words[8], words[9:]
+		if t.LostAtSudo {
+			return lostCode
+		}
 		if t.NoSudo {
 			fmt.Fprintf(errw, "%s is not in the sudoers file.\n", t.User)
 			return 1
