@@ -17,6 +17,9 @@ import (
 // the switch. The deployment's history record is written by the same root
 // command that starts the unit: once at the start.
 func (j *job) activate(ctx context.Context) *Failure {
+	if f := j.awaitLock(); f != nil {
+		return f
+	}
 	o, st, path := j.o, j.state, j.built.path
 	unchanged := st.Current == path && st.Profile == path
 	// Re-activating the running system cannot cut SSH: no magic rollback then.
@@ -148,6 +151,7 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 		return
 	}
 	end := target.Entry{ID: j.entry.ID, Generation: j.res.Generation, Result: target.ResultOK}
+	commit := false
 	switch {
 	case j.selfRolledBack != nil:
 		// The target rolled itself back (magic rollback); it recorded it.
@@ -178,9 +182,7 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 		end.Result, end.RolledBackTo, end.Note = target.ResultRolledBack, j.state.Generation, failed.Cause
 		j.res.Status, j.res.Generation = StatusRolledBack, j.state.Generation
 	default:
-		if err := j.act.Commit(ctx, j.live()); err != nil {
-			j.d.Report.Note(j.t.Name, "telling the target to keep the system failed ("+errText(err)+"); it keeps it by itself after its wait")
-		}
+		commit = true
 		if failed != nil {
 			end.Result, end.Note = target.ResultFailed, failed.Cause
 			switch {
@@ -194,16 +196,19 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 			}
 		}
 	}
-	if err := j.live().AppendHistory(ctx, end); err != nil {
-		j.d.Report.Note(j.t.Name, "recording the deployment in the target's history failed: "+errText(err))
+	// The verdict (commit), the end record, the unit's end: one round trip.
+	verr, herr := j.act.End(ctx, j.live(), commit, end)
+	if verr != nil && commit {
+		j.d.Report.Note(j.t.Name, "telling the target to keep the system failed ("+errText(verr)+"); it keeps it by itself after its wait")
+	}
+	if herr != nil {
+		j.d.Report.Note(j.t.Name, "recording the deployment in the target's history failed: "+errText(herr))
 		if j.res.Err == nil {
 			j.res.Err = &Failure{Target: j.t.Name, Stage: StageHealth, Section: trouble.TargetSetup,
-				Cause: "the deployment worked, but recording it in the target's history failed: " + errText(err), Remedy: "check the target's /var/lib (disk full?)"}
+				Cause: "the deployment worked, but recording it in the target's history failed: " + errText(herr), Remedy: "check the target's /var/lib (disk full?)"}
 			j.res.Status = StatusFailed
 		}
 	}
-	_ = j.act.WaitDone(ctx, j.live())
-	j.act.Remove(ctx, j.live())
 }
 
 // abandoned: the second interrupt came while the target activates. Its
@@ -241,6 +246,11 @@ func (j *job) replaceLive(s *target.Session) {
 
 // close releases the lock and the connections.
 func (j *job) close() {
+	if j.locking != nil {
+		// Still taking the lock (an earlier stage failed): give up.
+		j.stopLocking()
+		j.awaitLock()
+	}
 	if j.lock != nil {
 		j.lock.Release()
 	}

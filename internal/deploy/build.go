@@ -100,8 +100,10 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, 
 			}
 			d.Report.BuildFinished(len(b.results)-failed-remote, failed)
 		}()
+		// What this machine builds is asked of Nix only when a system
+		// to build here is not this machine's own (one process less).
 		for _, n := range names {
-			if !plan[n].remote() {
+			if p := plan[n]; !p.remote() && p.system != "" && p.system != nativeSystem() {
 				b.here = d.localPlatforms(ctx)
 				break
 			}
@@ -150,6 +152,9 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, 
 				failed[remaining[0]] = buildFailure(remaining[0], parser, d.Root, err)
 			}
 			for n, fl := range failed {
+				if _, foreign := nix.PlatformMismatch(fl.Cause); foreign && b.here == nil {
+					b.here = d.localPlatforms(ctx)
+				}
 				if pf := platformFailure(n, fl.Cause, b.here); pf != nil {
 					failed[n] = pf
 				}
@@ -252,6 +257,10 @@ func (j *job) build(ctx context.Context) *Failure {
 	j.built = br
 	j.res.System = br.path
 	if br.remote {
+		// A build on the target or a build host runs under the lock.
+		if f := j.awaitLock(); f != nil {
+			return f
+		}
 		return j.remoteBuild(ctx)
 	}
 	return nil

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -103,6 +104,16 @@ func (d *Deployer) localPlatforms(ctx context.Context) *nix.Platforms {
 		return nil
 	}
 	return &p
+}
+
+// nativeSystem is the Nix system name of this machine's own platform
+// ("" when not known here): Nix builds it without being asked.
+func nativeSystem() string {
+	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "riscv64": "riscv64", "ppc64le": "powerpc64le"}[runtime.GOARCH]
+	if arch == "" || (runtime.GOOS != "linux" && runtime.GOOS != "darwin") {
+		return ""
+	}
+	return arch + "-" + runtime.GOOS
 }
 
 // needsEvaluation tells whether the shared build must evaluate first

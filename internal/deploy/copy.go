@@ -18,14 +18,40 @@ import (
 // copy sends what the target lacks of the system's closure: `nix copy` to
 // a unix socket on this machine, bridged over the deployment's SSH
 // connection to a nix-daemon on the target.
+//
+// It asks what the target lacks while the lock is being taken (preflight)
+// and sends nothing before the lock is held: a busy or failed lock stops
+// it. It returns only once the state was read under the lock.
 func (j *job) copy(ctx context.Context) *Failure {
-	missing, bytes, err := j.missing(ctx)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan *Failure, 1)
+	go func() { done <- j.copyMissing(cctx) }()
+	select {
+	case f := <-done:
+		if lf := j.awaitLock(); lf != nil {
+			return lf
+		}
+		return f
+	case lf := <-j.locking:
+		j.locking, j.lockFailed = nil, lf
+		if lf != nil {
+			cancel()
+			<-done
+			return lf
+		}
+		return <-done
+	}
+}
+
+func (j *job) copyMissing(ctx context.Context) *Failure {
+	missing, bytes, free, err := j.missing(ctx)
 	if err != nil {
 		return targetFailure(err)
 	}
+	j.free = free
 	// Room for the NAR plus the database: 10% and 64 MiB of margin (and
 	// what Nix keeps reserved, nix.LooksFull).
-	free := j.state.Free
 	if need := bytes + bytes/10 + 64<<20; len(missing) > 0 && free >= 0 && nix.LooksFull(free, need) {
 		return &Failure{Section: trouble.DiskSpace,
 			Cause:  fmt.Sprintf("not enough disk space on the target's /nix: the copy needs about %s, %s are free", HumanBytes(need), HumanBytes(free)),
@@ -33,6 +59,11 @@ func (j *job) copy(ctx context.Context) *Failure {
 	}
 	if len(missing) == 0 {
 		return nil
+	}
+	select {
+	case <-j.lockTaken:
+	case <-ctx.Done():
+		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
 	}
 	src, f := j.source(ctx, missing)
 	if f != nil {
@@ -115,16 +146,14 @@ func parserText(p *nix.LogParser, err error) []string {
 // missing asks the target which paths of the closure it lacks. A valid
 // path implies a valid closure in Nix, so a system the target already runs
 // or has as its profile needs nothing.
-func (j *job) missing(ctx context.Context) (map[string]int64, int64, error) {
+// It also returns the space free on the target's /nix/store (-1: unknown).
+func (j *job) missing(ctx context.Context) (map[string]int64, int64, int64, error) {
 	path := j.built.path
-	if j.state.Current == path || j.state.Profile == path {
-		return nil, 0, nil
-	}
 	size := j.built.closure
 	if size == nil {
 		c, err := j.d.Nix.Closures(ctx, []string{path})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, -1, err
 		}
 		size = c[path]
 	}
@@ -132,20 +161,25 @@ func (j *job) missing(ctx context.Context) (map[string]int64, int64, error) {
 	for p := range size {
 		list.WriteString(p + "\n")
 	}
-	out, err := j.sess.Run(ctx, "nix-store --check-validity", "xargs nix-store --check-validity --print-invalid", strings.NewReader(list.String()))
+	out, err := j.sess.Run(ctx, "nix-store --check-validity", target.FreeProbe+"; xargs nix-store --check-validity --print-invalid", strings.NewReader(list.String()))
 	if err != nil {
-		return nil, 0, j.nixRemoteFailure(err, out.Stderr)
+		return nil, 0, -1, j.nixRemoteFailure(err, out.Stderr)
+	}
+	first, rest, _ := strings.Cut(out.Stdout, "\n")
+	free, err := target.ParseFree(first)
+	if err != nil {
+		return nil, 0, -1, err
 	}
 	missing := map[string]int64{}
 	var bytes int64
-	for _, p := range strings.Fields(out.Stdout) {
+	for _, p := range strings.Fields(rest) {
 		// Only paths we asked about count: the answer is untrusted.
 		if n, ok := size[p]; ok && missing[p] == 0 {
 			missing[p] = n
 			bytes += n
 		}
 	}
-	return missing, bytes, nil
+	return missing, bytes, free, nil
 }
 
 // nixRemoteFailure explains a failed query of the target's store (Nix run
@@ -163,7 +197,7 @@ func (j *job) nixRemoteFailure(err error, stderr string) error {
 		return diskFullError(err)
 	case nix.StoreDaemonDisconnected:
 		// Nix 2.34's daemon hangs up when /nix is full.
-		if j.state.Free >= 0 && nix.LooksFull(j.state.Free, 0) {
+		if j.free >= 0 && nix.LooksFull(j.free, 0) {
 			return diskFullError(err)
 		}
 		return &target.Error{Section: trouble.TargetSetup, Cause: "the target's nix-daemon disconnected: " + target.Clean(nix.StoreErrorLine(msg), 300),

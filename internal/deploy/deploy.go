@@ -261,17 +261,26 @@ type job struct {
 	src    Source
 	shared *buildState
 
-	sess    *target.Session // the one connection of the deployment
-	vsess   *target.Session // verification connection (after the switch)
-	facts   target.Facts
-	lock    *target.Lock
-	state   target.State // read under the lock
-	history []target.Entry
-	built   buildResult
-	act     *target.Activation
-	sw      target.Switched
-	entry   target.Entry // this deployment's history record
-	magic   bool
+	sess  *target.Session // the one connection of the deployment
+	vsess *target.Session // verification connection (after the switch)
+	facts target.Facts
+	lock  *target.Lock
+	// locking delivers the outcome of taking the lock (and reading the
+	// state and history under it), which runs beside the build and copy;
+	// lockTaken is closed once the lock is held; stopLocking gives up
+	// waiting for a busy lock.
+	locking     chan *Failure
+	lockTaken   chan struct{}
+	stopLocking context.CancelFunc
+	lockFailed  *Failure
+	state       target.State // read under the lock
+	free        int64        // bytes free on the target's store before the copy (-1: unknown)
+	history     []target.Entry
+	built       buildResult
+	act         *target.Activation
+	sw          target.Switched
+	entry       target.Entry // this deployment's history record
+	magic       bool
 	// selfRolledBack: the target's unit rolled back by itself (magic rollback).
 	selfRolledBack *target.Switched
 	done           bool // nothing more to do after this stage (boot, dry-activate)
@@ -280,7 +289,7 @@ type job struct {
 
 func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o Options, src Source, b *buildState) Result {
 	start := time.Now()
-	j := &job{d: d, t: t, o: o, src: src, shared: b, res: Result{Target: t.Name, Address: t.Address, BuiltOn: b.plan[t.Name].String()}}
+	j := &job{d: d, t: t, o: o, src: src, shared: b, free: -1, res: Result{Target: t.Name, Address: t.Address, BuiltOn: b.plan[t.Name].String()}}
 	var failed *Failure
 	for _, st := range pipeline {
 		if st.skip != nil && st.skip(j) {

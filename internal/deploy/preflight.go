@@ -130,15 +130,37 @@ func (j *job) preflight(ctx context.Context) *Failure {
 	if f := j.checkSudo(ctx); f != nil {
 		return f
 	}
+	// The lock is taken while the build finishes and the copy asks what
+	// the target lacks; the copy sends nothing before it is held
+	// (lockTaken). The state and history are read under it while the copy
+	// runs: only the activation needs them (awaitLock).
+	lctx, cancel := context.WithCancel(ctx)
+	j.locking, j.stopLocking, j.lockTaken = make(chan *Failure, 1), cancel, make(chan struct{})
+	go func() { j.locking <- j.lockAndRead(lctx) }()
+	return nil
+}
+
+// lockAndRead takes the target's deploy lock, then reads its state and
+// history under it.
+func (j *job) lockAndRead(ctx context.Context) *Failure {
+	t, o, sess := j.t, j.o, j.sess
 	lk, err := sess.Lock(ctx, target.LockInfo(Identity(), j.src.Commit, j.src.Dirty, ""), o.Wait, func(holder string) {
 		j.d.Report.Note(t.Name, "waiting: "+t.Name+" is being deployed by "+holder)
 	})
 	if err != nil {
-		return lockFailure(err)
+		f := lockFailure(err)
+		if ctx.Err() != nil {
+			f = &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}
+		}
+		f.Stage = StagePreflight
+		return f
 	}
 	j.lock = lk
+	close(j.lockTaken)
 	if j.state, err = sess.ReadState(ctx); err != nil {
-		return targetFailure(err)
+		f := targetFailure(err)
+		f.Stage = StagePreflight
+		return f
 	}
 	h, err := sess.ReadHistory(ctx)
 	if err != nil {
@@ -146,6 +168,16 @@ func (j *job) preflight(ctx context.Context) *Failure {
 	}
 	j.history = h
 	return nil
+}
+
+// awaitLock waits until the target is locked and its state read (the
+// stages that change the target call it first); the outcome is kept.
+func (j *job) awaitLock() *Failure {
+	if j.locking != nil {
+		j.lockFailed = <-j.locking
+		j.locking = nil
+	}
+	return j.lockFailed
 }
 
 // checkSudo asks for the password up front when the target needs one, and

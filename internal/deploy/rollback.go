@@ -28,9 +28,13 @@ func (d *Deployer) Rollback(ctx context.Context, t inventory.Target, to int, o O
 	}
 	j := &job{d: d, t: t, o: o, res: res}
 	defer j.close()
-	if f := j.preflight(ctx); f != nil {
-		f.Target, f.Stage = t.Name, "rollback"
-		return res, f
+	pf := j.preflight(ctx)
+	if pf == nil {
+		pf = j.awaitLock()
+	}
+	if pf != nil {
+		pf.Target, pf.Stage = t.Name, "rollback"
+		return res, pf
 	}
 	fail := func(f *Failure) (Result, error) {
 		f.Target = t.Name

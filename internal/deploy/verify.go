@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/monibahmed/nixos-config/internal/target"
 	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
@@ -22,8 +23,9 @@ func (j *job) verify(ctx context.Context) *Failure {
 		return j.cutOff(ctx, err)
 	}
 	j.replaceLive(vsess)
+	var st target.State
 	if j.magic {
-		if err := j.act.Reached(ctx, vsess); err != nil {
+		if st, err = j.act.ReachedState(ctx, vsess); err != nil {
 			if rolled, w, _ := j.act.RolledBackByItself(ctx, vsess); rolled {
 				j.selfRolledBack = &w
 				return &Failure{Section: trouble.Rollbacks, Cause: fmt.Sprintf("the deployer reached the target too late (after %v); it rolled itself back to generation %d", j.o.ConfirmTimeout, j.state.Generation),
@@ -31,9 +33,7 @@ func (j *job) verify(ctx context.Context) *Failure {
 			}
 			return targetFailure(err)
 		}
-	}
-	st, err := vsess.ReadState(ctx)
-	if err != nil {
+	} else if st, err = vsess.ReadState(ctx); err != nil {
 		return targetFailure(err)
 	}
 	if st.Current != path {

@@ -3,12 +3,14 @@ package target
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
@@ -184,22 +186,29 @@ type Switched struct {
 // Activated reports whether the switch changed anything.
 func (w Switched) Activated() bool { return w.Code != 90 && w.Code != 91 }
 
-// waitScript waits for a file of the unit. Every few seconds it prints a
-// line: when the deployer is gone (sshd closes the command's output), the
-// write fails and the waiting ends instead of lingering.
-const waitScript = `dir=$1 file=$2
-n=0
-while [ ! -e "$dir/$file" ]; do
-	pid=$(cat "$dir/pid" 2>/dev/null)
-	if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -e "$dir/$file" ]; then
-		echo "the activation unit ended without a result" >&2
-		exit 94
-	fi
-	n=$((n + 1))
-	if [ $((n % 40)) = 0 ]; then echo waiting || exit 98; fi
-	sleep 0.05
-done
-head -c 512 "$dir/$file"
+// waitFn defines wait_file <dir> <file>: it waits for a file of the unit,
+// looking every 10 ms for the first second, then every 50 ms. Every
+// second or two it prints a line: when the deployer is gone (sshd
+// closes the command's output), the write fails and the waiting ends
+// instead of lingering.
+const waitFn = `wait_file() {
+	n=0
+	while [ ! -e "$1/$2" ]; do
+		pid=
+		read -r pid 2>/dev/null <"$1/pid"
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -e "$1/$2" ]; then
+			echo "the activation unit ended without a result" >&2
+			return 94
+		fi
+		n=$((n + 1))
+		if [ $((n % 40)) = 0 ]; then echo waiting || return 98; fi
+		if [ $n -le 100 ]; then sleep 0.01; else sleep 0.05; fi
+	done
+}
+`
+
+const waitScript = waitFn + `wait_file "$1" "$2" || exit
+head -c 512 "$1/$2"
 `
 
 // wait waits (as root, on sess) until the unit wrote file.
@@ -255,19 +264,61 @@ func (a *Activation) Log(ctx context.Context, sess *Session, n int) []string {
 	return lines
 }
 
-// Reached tells the unit that the deployer reached the target over a new
-// connection (ends the magic-rollback window).
-func (a *Activation) Reached(ctx context.Context, sess *Session) error {
-	out, err := sess.RunRoot(ctx, Root{Name: "confirming the new connection", Args: []string{"sh", "-c", `[ -d "$1" ] && touch "$1/reached" && [ ! -e "$1/rollback" ]`, "reached", a.dir}})
+// reachedStateScript ends the magic-rollback window (exit 3: the unit no
+// longer waits, it rolled back by itself), then reads the state.
+const reachedStateScript = `[ -d "$1" ] && touch "$1/reached" && [ ! -e "$1/rollback" ] || exit 3
+` + stateScript
+
+// ReachedState tells the unit that the deployer reached the target over a
+// new connection (ends the magic-rollback window) and reads the target's
+// state, in one root round trip.
+func (a *Activation) ReachedState(ctx context.Context, sess *Session) (State, error) {
+	out, err := sess.RunRoot(ctx, Root{Name: "confirming the new connection", Args: []string{"sh", "-c", reachedStateScript, "reached", a.dir}})
 	if err != nil {
-		return commandError("confirming the switch", err, out)
+		return State{}, commandError("confirming the switch", err, out)
 	}
-	return nil
+	return ParseState(out.Stdout)
 }
 
-// Commit tells the unit to keep the new system and end.
-func (a *Activation) Commit(ctx context.Context, sess *Session) error {
-	return a.verdict(ctx, sess, "commit")
+// endScript: see End. Its output lines "failed verdict" and "failed
+// history" name what did not work; "waiting" lines only keep it alive.
+const endScript = waitFn + `dir=$1 commit=$2
+if [ "$commit" = 1 ] && ! { printf 'commit\n' >"$dir/verdict.tmp" && mv "$dir/verdict.tmp" "$dir/verdict"; }; then
+	echo "failed verdict"
+fi
+(umask 077 && mkdir -p ` + HistoryDir + ` && chmod 700 ` + HistoryDir + ` && cat >>` + HistoryFile + ` && chmod 600 ` + HistoryFile + `) || echo "failed history"
+wait_file "$dir" done
+rm -rf -- "$dir"
+`
+
+// End finishes the activation from the deployer's side in one root round
+// trip: the verdict "commit" (when commit; a rollback sent its own), the
+// deployment's end record appended to the history, the wait for the unit
+// to end (freeing the activation lock) and the removal of its directory.
+// It reports the verdict's and the record's failures apart.
+func (a *Activation) End(ctx context.Context, sess *Session, commit bool, end Entry) (verdictErr, historyErr error) {
+	text, err := FormatHistory(end)
+	if err != nil {
+		return nil, err
+	}
+	c := "0"
+	if commit {
+		c = "1"
+	}
+	out, err := sess.RunRoot(ctx, Root{Name: "ending the activation", Args: []string{"sh", "-c", endScript, "end", a.dir, c}, Stdin: strings.NewReader(text)})
+	if strings.Contains(out.Stdout, "failed verdict") {
+		verdictErr = &Error{Section: trouble.TargetSetup, Cause: "writing the verdict into " + a.dir + " failed", Remedy: "check the target's /run"}
+	}
+	if strings.Contains(out.Stdout, "failed history") {
+		historyErr = &Error{Section: trouble.TargetSetup, Cause: "appending to " + HistoryFile + " failed", Remedy: "check the target's /var/lib (disk full?)"}
+	}
+	// Ended without a status (lost connection, timeout): nothing is known.
+	var ee *sshx.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		e := commandError("ending the activation", err, out)
+		return e, e
+	}
+	return verdictErr, historyErr
 }
 
 // RollBack tells the unit to roll back and waits for the outcome.

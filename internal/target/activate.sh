@@ -35,13 +35,16 @@ record() {
 	(umask 077 && cat "$dir/$1" >>"$history") && chmod 600 "$history"
 }
 
-# wait_for <file> <seconds>: 0 when the file appeared in time.
+# wait_for <file> <seconds>: 0 when the file appeared in time. The first
+# second it looks every 10 ms (the deployer answers within it), then
+# every 50 ms.
 wait_for() {
-	n=$(($2 * 20))
-	while [ "$n" -gt 0 ]; do
+	[ "$2" -gt 0 ] || { [ -e "$dir/$1" ]; return; }
+	i=0 n=$((100 + ($2 - 1) * 20))
+	while [ "$i" -lt "$n" ]; do
 		[ -e "$dir/$1" ] && return 0
-		sleep 0.05
-		n=$((n - 1))
+		if [ "$i" -lt 100 ]; then sleep 0.01; else sleep 0.05; fi
+		i=$((i + 1))
 	done
 	[ -e "$dir/$1" ]
 }

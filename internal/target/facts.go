@@ -100,11 +100,35 @@ type State struct {
 	Free int64
 }
 
+// FreeProbe is a shell command printing one line, "free=<KiB available
+// on /nix/store>" (empty when unknown); ParseFree reads it.
+const FreeProbe = `echo "free=$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"`
+
 const stateScript = `echo "current=$(readlink /run/current-system 2>/dev/null)"
 echo "profile=$(readlink /nix/var/nix/profiles/system 2>/dev/null)"
 echo "profilepath=$(readlink -f /nix/var/nix/profiles/system 2>/dev/null)"
-echo "free=$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"
-`
+` + FreeProbe + "\n"
+
+// ParseFree validates FreeProbe's line: bytes free, -1 when unknown.
+func ParseFree(line string) (int64, error) {
+	k, v, ok := strings.Cut(strings.TrimRight(line, "\r"), "=")
+	if !ok || k != "free" {
+		return -1, badFact("free space on /nix", line)
+	}
+	return parseFreeKB(strings.TrimSpace(v))
+}
+
+func parseFreeKB(v string) (int64, error) {
+	if v == "" {
+		return -1, nil
+	}
+	kb, err := strconv.ParseInt(v, 10, 64)
+	// Up to an exabyte; anything else is not a df answer.
+	if err != nil || kb < 0 || kb > 1<<50 {
+		return -1, badFact("free space on /nix", v)
+	}
+	return kb * 1024, nil
+}
 
 // ReadState reads the target's current system and generation.
 func (s *Session) ReadState(ctx context.Context) (State, error) {
@@ -135,15 +159,11 @@ func ParseState(out string) (State, error) {
 		case "profilepath":
 			st.Profile = v
 		case "free":
-			if v == "" {
-				continue
+			free, err := parseFreeKB(v)
+			if err != nil {
+				return st, err
 			}
-			kb, err := strconv.ParseInt(v, 10, 64)
-			// Up to an exabyte; anything else is not a df answer.
-			if err != nil || kb < 0 || kb > 1<<50 {
-				return st, badFact("free space on /nix", v)
-			}
-			st.Free = kb * 1024
+			st.Free = free
 		}
 	}
 	if st.Current != "" && !IsStorePath(st.Current) {

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/target"
-	"github.com/monibahmed/nixos-config/internal/trouble"
 	"github.com/monibahmed/nixos-config/internal/target/targettest"
+	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
 type pw struct {

@@ -198,16 +198,13 @@ func (t *Target) user(line string, in *bufio.Reader, out, errw io.Writer) int {
 		fmt.Fprintf(out, "hostname=%s\nsudo=%s\nnix=ok\nsystemd=%s\nlab=yes\n", t.Hostname, sudo, yes(t.Systemd))
 	case strings.Contains(line, `echo "current=$(readlink /run/current-system`):
 		t.Log = append(t.Log, "state")
-		link := ""
-		if t.Generation > 0 {
-			link = fmt.Sprintf("system-%d-link", t.Generation)
-		}
-		fmt.Fprintf(out, "current=%s\nprofile=%s\nprofilepath=%s\nfree=%d\n", t.Current, link, t.Profile, t.FreeKB)
+		t.writeState(out)
 	case strings.Contains(line, "nix-store --check-validity --print-invalid"):
 		t.Log = append(t.Log, "missing")
 		t.Unlock()
 		data, _ := io.ReadAll(in)
 		t.Lock()
+		fmt.Fprintf(out, "free=%d\n", t.FreeKB)
 		io.WriteString(out, string(data)) // lacks everything
 	case strings.Contains(line, "flock -n"):
 		t.Log = append(t.Log, "busy")
@@ -228,6 +225,15 @@ func (t *Target) user(line string, in *bufio.Reader, out, errw io.Writer) int {
 		return 127
 	}
 	return 0
+}
+
+// writeState answers the state probe (t locked).
+func (t *Target) writeState(out io.Writer) {
+	link := ""
+	if t.Generation > 0 {
+		link = fmt.Sprintf("system-%d-link", t.Generation)
+	}
+	fmt.Fprintf(out, "current=%s\nprofile=%s\nprofilepath=%s\nfree=%d\n", t.Current, link, t.Profile, t.FreeKB)
 }
 
 // root answers the commands run as root.
@@ -302,9 +308,25 @@ func (t *Target) root(args []string, in *bufio.Reader, out, errw io.Writer) int 
 		defer t.Unlock()
 		if t.ReachFails {
 			t.rollbackLocked()
-			return 1
+			return 3
 		}
 		t.unit.reached = true
+		t.writeState(out)
+		return 0
+	case "end":
+		// The verdict (commit), the end record, the unit's end.
+		data, _ := io.ReadAll(in)
+		t.Lock()
+		defer t.Unlock()
+		if args[5] == "1" {
+			t.Verdicts = append(t.Verdicts, "commit")
+			t.Log = append(t.Log, "verdict commit")
+		}
+		t.CommandIn = append(t.CommandIn, string(data))
+		t.Log = append(t.Log, "append-history", "cleanup")
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			t.History = append(t.History, l)
+		}
 		return 0
 	case "verdict":
 		t.Lock()
