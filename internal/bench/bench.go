@@ -71,6 +71,9 @@ type FleetResult struct {
 	// this lab takes n closures. The simulated targets' sshd and nix-daemon
 	// run on this machine's cores, so it can exceed the network bound.
 	Ceiling float64 `json:"labCeilingSeconds"`
+	// Eval: one `nix build` of the n systems, already built: the
+	// evaluation deployAll does and the ceiling does not.
+	Eval float64 `json:"evaluationSeconds"`
 	// Load: the busiest of the measurements (deployAll, sequential, ceiling).
 	Load Load `json:"load"`
 }
@@ -207,11 +210,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		fr.Mage, fr.Baseline = stat(mageT), stat(baseT)
 		fr.LowerBound = lowerBound(n, cfg.Profile)
 		var cl Load
-		if fr.Ceiling, cl, err = r.ceiling(ctx, n); err != nil {
+		if fr.Ceiling, fr.Eval, cl, err = r.ceiling(ctx, n); err != nil {
 			return nil, fmt.Errorf("lab ceiling, %d targets: %w", n, err)
 		}
 		fr.Load = worst(fr.Load, cl)
-		r.logf("N=%d: %d bare nix copy at once over the same links take %.2fs (%s)", n, n, fr.Ceiling, fr.Load)
+		r.logf("N=%d: %d bare nix copy at once over the same links take %.2fs (%s); evaluating the %d systems %.2fs", n, n, fr.Ceiling, fr.Load, n, fr.Eval)
 		rep.Fleet = append(rep.Fleet, fr)
 		rep.Load = worst(rep.Load, fr.Load)
 	}
@@ -441,19 +444,22 @@ func (r *runner) rawDeploy(ctx context.Context, t inventory.Target, path string)
 
 // ceiling copies n closures at once with bare nix copy over the profile's
 // links: the same transfers as a deployment with no tool around them.
-func (r *runner) ceiling(ctx context.Context, n int) (float64, Load, error) {
+// It also returns how long evaluating the (already built) systems takes.
+func (r *runner) ceiling(ctx context.Context, n int) (float64, float64, Load, error) {
 	l, err := r.newLab(ctx, n, false)
 	if err != nil {
-		return 0, Load{}, err
+		return 0, 0, Load{}, err
 	}
 	defer l.Down(context.Background())
+	t0 := time.Now()
 	paths, err := r.build(ctx, names(n))
 	if err != nil {
-		return 0, Load{}, err
+		return 0, 0, Load{}, err
 	}
+	eval := time.Since(t0).Seconds()
 	inv, err := inventory.LoadFile(l.InventoryPath())
 	if err != nil {
-		return 0, Load{}, err
+		return 0, 0, Load{}, err
 	}
 	start := time.Now()
 	load, err := measure(func() error {
@@ -474,7 +480,7 @@ func (r *runner) ceiling(ctx context.Context, n int) (float64, Load, error) {
 		}
 		return first
 	})
-	return time.Since(start).Seconds(), load, err
+	return time.Since(start).Seconds(), eval, load, err
 }
 
 // cpuSeconds is the machine's busy CPU time so far (from /proc/stat).

@@ -102,3 +102,15 @@ func TestLoadBusy(t *testing.T) {
 		t.Fatalf("%+v %v", l, err)
 	}
 }
+
+// A goal the link itself forbids is explained from the figures.
+func TestAnalysisNamesTheLinkLimit(t *testing.T) {
+	r := &Report{Fleet: []FleetResult{{N: 1, Mage: Stat{Median: 5.65}, Baseline: Stat{Median: 5.77}, Ceiling: 5.50, Eval: 0.05, LowerBound: 5.03}}}
+	if a := r.analysis(); !strings.Contains(a, "the link is the limit") || !strings.Contains(a, "5.48 s") {
+		t.Errorf("analysis:\n%s", a)
+	}
+	r.Fleet[0].Ceiling = 5.0
+	if a := r.analysis(); strings.Contains(a, "the link is the limit") {
+		t.Errorf("a reachable goal blamed on the link:\n%s", a)
+	}
+}

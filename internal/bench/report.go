@@ -30,19 +30,28 @@ type Goal struct {
 	Met    bool   `json:"met"`
 }
 
+// The fleet deploy's goals: deployAll at most this share of the
+// sequential baseline at N=1, and of the lab ceiling at every N.
+const (
+	sequentialGoal = 0.95
+	ceilingGoal    = 1.05
+)
+
+func ratioGoal(v float64) string { return fmt.Sprintf("%.2f×", v) }
+
 // Goals evaluates the performance targets.
 func (r *Report) Goals() []Goal {
 	var g []Goal
 	for _, f := range r.Fleet {
 		if f.N == 1 && f.Baseline.Median > 0 {
 			v := f.Mage.Median / f.Baseline.Median
-			g = append(g, Goal{"deployAll / sequential at N=1", fmt.Sprintf("%.2f×", v), "≤ 0.95×", v <= 0.95})
+			g = append(g, Goal{"deployAll / sequential at N=1", fmt.Sprintf("%.2f×", v), "≤ " + ratioGoal(sequentialGoal), v <= sequentialGoal})
 		}
 	}
 	for _, f := range r.Fleet {
 		if f.Ceiling > 0 {
 			v := f.Mage.Median / f.Ceiling
-			g = append(g, Goal{fmt.Sprintf("deployAll / lab ceiling at N=%d", f.N), fmt.Sprintf("%.2f×", v), "≤ 1.05×", v <= 1.05})
+			g = append(g, Goal{fmt.Sprintf("deployAll / lab ceiling at N=%d", f.N), fmt.Sprintf("%.2f×", v), "≤ " + ratioGoal(ceilingGoal), v <= ceilingGoal})
 		}
 	}
 	if r.NoopRaw.Median > 0 {
@@ -179,8 +188,16 @@ func (r *Report) analysis() string {
 			fmt.Fprintf(&b, "- N=1: deployAll spends %.2f s more than the bare commands: the work they skip (SSH preflight with host key, sudo and disk checks, the target lock, the deployment history, verification over a new connection, health checks).\n",
 				f.Mage.Median-f.Baseline.Median)
 		}
+		if f.N == 1 && f.Ceiling > 0 && f.Ceiling > sequentialGoal*f.Baseline.Median {
+			fmt.Fprintf(&b, "- N=1: %s of the sequential baseline is %.2f s, but the bare `nix copy` alone (lab ceiling) takes %.2f s: the link is the limit, and nothing that sends the same bytes over it gets there. deployAll's work besides the copy is %.2f s (evaluation %.2f s of it); the baseline's %.2f s.\n",
+				ratioGoal(sequentialGoal), sequentialGoal*f.Baseline.Median, f.Ceiling, f.Mage.Median-f.Ceiling, f.Eval, f.Baseline.Median-f.Ceiling)
+		}
 		if f.Ceiling <= 0 || f.N < 2 {
 			continue
+		}
+		if f.Eval > 0 && f.Mage.Median > ceilingGoal*f.Ceiling {
+			fmt.Fprintf(&b, "- N=%d: deployAll takes %.2f s more than the bare copies; evaluating the %d systems (one `nix build`, already built) takes %.2f s of that, which the ceiling does not include.\n",
+				f.N, f.Mage.Median-f.Ceiling, f.N, f.Eval)
 		}
 		switch {
 		case f.Ceiling > f.LowerBound*1.2:

@@ -199,6 +199,10 @@ func (j *job) checkSudo(ctx context.Context) *Failure {
 			return &Failure{Section: trouble.Sudo, Cause: "no sudo password: " + err.Error(), Remedy: "run again and type the password"}
 		}
 	}
+	if j.facts.Sudo == target.SudoOK {
+		// `sudo -n true` worked: the lock, next, is the first root command.
+		return nil
+	}
 	if _, err := j.sess.RunRoot(ctx, target.Root{Name: "sudo check", Args: []string{"true"}}); err != nil {
 		return targetFailure(err)
 	}

@@ -187,7 +187,7 @@ type Switched struct {
 func (w Switched) Activated() bool { return w.Code != 90 && w.Code != 91 }
 
 // waitFn defines wait_file <dir> <file>: it waits for a file of the unit,
-// looking every 10 ms for the first second, then every 50 ms. Every
+// looking every 10 ms 30 times (most waits end there), then every 50 ms. Every
 // second or two it prints a line: when the deployer is gone (sshd
 // closes the command's output), the write fails and the waiting ends
 // instead of lingering.
@@ -202,7 +202,7 @@ const waitFn = `wait_file() {
 		fi
 		n=$((n + 1))
 		if [ $((n % 40)) = 0 ]; then echo waiting || return 98; fi
-		if [ $n -le 100 ]; then sleep 0.01; else sleep 0.05; fi
+		if [ $n -le 30 ]; then sleep 0.01; else sleep 0.05; fi
 	done
 }
 `

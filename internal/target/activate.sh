@@ -35,15 +35,15 @@ record() {
 	(umask 077 && cat "$dir/$1" >>"$history") && chmod 600 "$history"
 }
 
-# wait_for <file> <seconds>: 0 when the file appeared in time. The first
-# second it looks every 10 ms (the deployer answers within it), then
+# wait_for <file> <seconds>: 0 when the file appeared in time. It looks
+# every 10 ms 30 times (the deployer usually answers within them), then
 # every 50 ms.
 wait_for() {
 	[ "$2" -gt 0 ] || { [ -e "$dir/$1" ]; return; }
-	i=0 n=$((100 + ($2 - 1) * 20))
+	i=0 n=$((30 + $2 * 20 - 6))
 	while [ "$i" -lt "$n" ]; do
 		[ -e "$dir/$1" ] && return 0
-		if [ "$i" -lt 100 ]; then sleep 0.01; else sleep 0.05; fi
+		if [ "$i" -lt 30 ]; then sleep 0.01; else sleep 0.05; fi
 		i=$((i + 1))
 	done
 	[ -e "$dir/$1" ]
