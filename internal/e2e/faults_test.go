@@ -237,6 +237,49 @@ func TestFaultSecondInterruptAbandons(t *testing.T) {
 	healthy(t, f, host)
 }
 
+// The deployer reaches the target again only after the magic-rollback
+// window (new SSH connections are dropped from the switch on, for longer
+// than the window): the unit has rolled back by itself, and the deployer
+// says so instead of confirming a system that no longer runs.
+func TestFaultConfirmationTooLate(t *testing.T) {
+	f := newFixture(t)
+	const host = "lab-server"
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	good := f.current(host)
+	f.setConfig(host, fmt.Sprintf(`environment.etc."late".text = "%d";`, time.Now().UnixNano()))
+	f.commit("confirmed too late")
+	unblock := blockActivations(t, f, host)
+	cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
+	// Only new connections: their first packet (SYN without ACK) is dropped.
+	f.exec(host, `nft -f - <<'EOF'
+table inet late {
+	chain in {
+		type filter hook input priority 0;
+		tcp dport 22 tcp flags & (syn | ack) == syn drop
+	}
+}
+EOF`)
+	unblock()
+	// TCP sends the SYN again after 1, 3 and 7 s: the one at 7 s gets
+	// through, after the window (5 to 6 s).
+	time.Sleep(6500 * time.Millisecond)
+	f.exec(host, "nft delete table inet late")
+	err := cmd.Wait()
+	if err == nil {
+		t.Fatalf("a deployment the target rolled back exited 0:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "reached the target too late (after 5s); it rolled itself back to generation 1") {
+		t.Errorf("no word of the target's own rollback:\n%s", out.String())
+	}
+	if f.current(host) != good {
+		t.Errorf("current system %s, want the previous %s", f.current(host), good)
+	}
+	if h := f.exec(host, "cat /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, "rolled back by the target itself") {
+		t.Errorf("history:\n%s", h)
+	}
+	healthy(t, f, host)
+}
+
 // 3. A deployer waiting with -wait decides from what it finds once it has
 // the lock: its failed activation returns to the other deployer's
 // generation, not to the one it saw before waiting.

@@ -186,25 +186,37 @@ type Switched struct {
 // Activated reports whether the switch changed anything.
 func (w Switched) Activated() bool { return w.Code != 90 && w.Code != 91 }
 
-// waitFn defines wait_file <dir> <file>: it waits for a file of the unit,
-// looking every 10 ms 30 times (most waits end there), then every 50 ms. Every
-// second or two it prints a line: when the deployer is gone (sshd
-// closes the command's output), the write fails and the waiting ends
-// instead of lingering.
+// waitFn defines wait_file <dir> <file>: it waits for a file of the unit
+// without polling: the unit holds result.lock until it wrote result and
+// done.lock until it ends (see activate.sh), so taking the lock returns
+// the moment the file is there, or the unit is gone. Every second it
+// prints a line: when the deployer is gone (sshd closes the command's
+// output), the write fails and the waiting ends instead of lingering.
 const waitFn = `wait_file() {
-	n=0
+	lock=$1/done.lock
+	[ "$2" = result ] && lock=$1/result.lock
 	while [ ! -e "$1/$2" ]; do
-		pid=
-		read -r pid 2>/dev/null <"$1/pid"
-		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -e "$1/$2" ]; then
+		flock -s -w 1 -E 75 "$lock" true 2>/dev/null
+		case $? in
+		0)
+			[ -e "$1/$2" ] && return 0
 			echo "the activation unit ended without a result" >&2
 			return 94
-		fi
-		n=$((n + 1))
-		if [ $((n % 40)) = 0 ]; then echo waiting || return 98; fi
-		if [ $n -le 30 ]; then sleep 0.01; else sleep 0.05; fi
+			;;
+		75) echo waiting || return 98 ;;
+		*)
+			echo "cannot wait for the activation unit: flock on $lock failed" >&2
+			return 94
+			;;
+		esac
 	done
 }
+`
+
+// wakeFn defines wake <dir>: after the deployer wrote reached or verdict,
+// one byte into the unit's FIFO ends its wait (opened read-write, so that
+// it never blocks, even when the unit is gone).
+const wakeFn = `wake() { [ -p "$1/wake" ] && printf x 1<>"$1/wake"; true; }
 `
 
 const waitScript = waitFn + `wait_file "$1" "$2" || exit
@@ -264,16 +276,25 @@ func (a *Activation) Log(ctx context.Context, sess *Session, n int) []string {
 	return lines
 }
 
-// reachedStateScript ends the magic-rollback window (exit 3: the unit no
-// longer waits, it rolled back by itself), then reads the state.
-const reachedStateScript = `[ -d "$1" ] && touch "$1/reached" && [ ! -e "$1/rollback" ] || exit 3
+// reachedStateScript ends the magic-rollback window, then reads the
+// state. The deployer and the unit whose window ran out race for the same
+// mkdir: whoever makes reached decides. Exit 3: the unit made it; it rolls
+// back by itself, and this waits for that outcome.
+const reachedStateScript = waitFn + wakeFn + `[ -d "$1" ] || exit 3
+if mkdir "$1/reached" 2>/dev/null; then
+	: >"$1/reached/deployer"
+	wake "$1"
+elif [ ! -e "$1/reached/deployer" ]; then
+	wait_file "$1" rollback >/dev/null 2>&1
+	exit 3
+fi
 ` + stateScript
 
 // ReachedState tells the unit that the deployer reached the target over a
 // new connection (ends the magic-rollback window) and reads the target's
 // state, in one root round trip.
 func (a *Activation) ReachedState(ctx context.Context, sess *Session) (State, error) {
-	out, err := sess.RunRoot(ctx, Root{Name: "confirming the new connection", Args: []string{"sh", "-c", reachedStateScript, "reached", a.dir}})
+	out, err := sess.RunRoot(ctx, Root{Name: "confirming the new connection", Args: []string{"sh", "-c", reachedStateScript, "reached", a.dir}, Timeout: sess.Limits.Activation})
 	if err != nil {
 		return State{}, commandError("confirming the switch", err, out)
 	}
@@ -282,8 +303,8 @@ func (a *Activation) ReachedState(ctx context.Context, sess *Session) (State, er
 
 // endScript: see End. Its output lines "failed verdict" and "failed
 // history" name what did not work; "waiting" lines only keep it alive.
-const endScript = waitFn + `dir=$1 commit=$2
-if [ "$commit" = 1 ] && ! { printf 'commit\n' >"$dir/verdict.tmp" && mv "$dir/verdict.tmp" "$dir/verdict"; }; then
+const endScript = waitFn + wakeFn + `dir=$1 commit=$2
+if [ "$commit" = 1 ] && ! { printf 'commit\n' >"$dir/verdict.tmp" && mv "$dir/verdict.tmp" "$dir/verdict" && wake "$dir"; }; then
 	echo "failed verdict"
 fi
 (umask 077 && mkdir -p ` + HistoryDir + ` && chmod 700 ` + HistoryDir + ` && cat >>` + HistoryFile + ` && chmod 600 ` + HistoryFile + `) || echo "failed history"
@@ -334,7 +355,7 @@ func (a *Activation) RollBack(ctx context.Context, sess *Session) (Switched, err
 }
 
 func (a *Activation) verdict(ctx context.Context, sess *Session, v string) error {
-	out, err := sess.RunRoot(ctx, Root{Name: "sending the verdict", Args: []string{"sh", "-c", `printf '%s\n' "$2" >"$1/verdict.tmp" && mv "$1/verdict.tmp" "$1/verdict"`, "verdict", a.dir, v}})
+	out, err := sess.RunRoot(ctx, Root{Name: "sending the verdict", Args: []string{"sh", "-c", wakeFn + `printf '%s\n' "$2" >"$1/verdict.tmp" && mv "$1/verdict.tmp" "$1/verdict" && wake "$1"`, "verdict", a.dir, v}})
 	if err != nil {
 		return commandError("sending the verdict to the activation", err, out)
 	}

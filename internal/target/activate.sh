@@ -13,6 +13,13 @@
 # deployer (history-rolledback-ok, history-rolledback-failed,
 # history-vanished); this script writes there: pid, started, result,
 # switch.log, rollback, done. The deployer writes there: reached, verdict.
+#
+# Nothing polls in a loop of its own: the deployer waits for result by
+# taking result.lock, which this script holds until result is written,
+# and for rollback and done by taking done.lock, held until it ends (the
+# kernel frees it even when it dies). This script waits for reached and
+# verdict by reading the FIFO wake, into which the deployer writes a byte
+# after each file. Its own children get none of these descriptors.
 set -u
 dir=$1
 action=$2
@@ -21,6 +28,12 @@ history=/var/lib/nixos-config/history.jsonl
 profile=/nix/var/nix/profiles/system
 export NIXOS_INSTALL_BOOTLOADER=0
 echo $$ >"$dir/pid"
+exec 5>"$dir/result.lock" 6>"$dir/done.lock"
+flock 5 && flock 6 || exit 1
+wake=0
+if mkfifo -m 600 "$dir/wake" 2>/dev/null; then
+	exec 7<>"$dir/wake" && wake=1
+fi
 : >"$dir/started"
 # Leftovers of deployers that died long ago (/run is cleared at boot anyway).
 find /run/nixos-config -mindepth 1 -maxdepth 1 -type d -mtime +1 -exec rm -rf {} + 2>/dev/null
@@ -35,18 +48,24 @@ record() {
 	(umask 077 && cat "$dir/$1" >>"$history") && chmod 600 "$history"
 }
 
-# wait_for <file> <seconds>: 0 when the file appeared in time. It looks
-# every 10 ms 30 times (the deployer usually answers within them), then
-# every 50 ms.
+# wait_for <file> <seconds>: 0 when the file appeared in time. The time
+# is measured on /proc/uptime, which a switch that sets the clock does not
+# move.
+now_s() { read -r up _ </proc/uptime && echo "${up%.*}"; }
 wait_for() {
-	[ "$2" -gt 0 ] || { [ -e "$dir/$1" ]; return; }
-	i=0 n=$((30 + $2 * 20 - 6))
-	while [ "$i" -lt "$n" ]; do
-		[ -e "$dir/$1" ] && return 0
-		if [ "$i" -lt 30 ]; then sleep 0.01; else sleep 0.05; fi
-		i=$((i + 1))
+	[ -e "$dir/$1" ] && return 0
+	[ "$2" -gt 0 ] || return 1
+	end=$(($(now_s) + $2 + 1))
+	while [ ! -e "$dir/$1" ]; do
+		left=$((end - $(now_s)))
+		[ "$left" -gt 0 ] || return 1
+		if [ "$wake" = 1 ]; then
+			timeout "$left" head -c 1 <&7 >/dev/null 2>&1
+			case $? in 0 | 124) ;; *) sleep 0.05 ;; esac
+		else
+			sleep 0.05
+		fi
 	done
-	[ -e "$dir/$1" ]
 }
 
 case $action in
@@ -58,27 +77,29 @@ deploy)
 	: >"$dir/switch.log"
 	[ -f "$path/nixos-version" ] || rc=90
 	if [ "$rc" = 0 ] && [ "$setprofile" = 1 ]; then
-		nix-env -p "$profile" --set "$path" >>"$dir/switch.log" 2>&1 || rc=91
+		nix-env -p "$profile" --set "$path" >>"$dir/switch.log" 2>&1 5>&- 6>&- 7>&- || rc=91
 	fi
 	if [ "$rc" != 0 ]; then
 		# Nothing was activated: nothing to wait for or undo.
 		put result "switched $rc $(readlink "$profile" 2>/dev/null)"
+		exec 5>&-
 		put done "not activated"
 		exit 0
 	fi
-	"$path/bin/switch-to-configuration" "$mode" >>"$dir/switch.log" 2>&1
+	"$path/bin/switch-to-configuration" "$mode" >>"$dir/switch.log" 2>&1 5>&- 6>&- 7>&-
 	rc=$?
 	put result "switched $rc $(readlink "$profile" 2>/dev/null)"
+	exec 5>&-
 
 	rollback() {
 		case $mode in
 		switch | boot)
-			nix-env -p "$profile" --switch-generation "$prev_gen" >>"$dir/rollback.log" 2>&1 &&
-				"$prev_path/bin/switch-to-configuration" "$mode" >>"$dir/rollback.log" 2>&1
+			nix-env -p "$profile" --switch-generation "$prev_gen" >>"$dir/rollback.log" 2>&1 5>&- 6>&- 7>&- &&
+				"$prev_path/bin/switch-to-configuration" "$mode" >>"$dir/rollback.log" 2>&1 5>&- 6>&- 7>&-
 			rrc=$?
 			;;
 		test)
-			"$prev_current/bin/switch-to-configuration" test >>"$dir/rollback.log" 2>&1
+			"$prev_current/bin/switch-to-configuration" test >>"$dir/rollback.log" 2>&1 5>&- 6>&- 7>&-
 			rrc=$?
 			;;
 		*) rrc=0 ;;
@@ -90,7 +111,8 @@ deploy)
 	if [ "$reach" -gt 0 ] && [ "$rc" = 0 ]; then
 		# Magic rollback: the deployer must reach the target again over a
 		# new SSH connection, or this rolls back by itself.
-		if ! wait_for reached "$reach"; then
+		# The deployer and this race for the mkdir (see reachedStateScript).
+		if ! wait_for reached "$reach" && mkdir "$dir/reached" 2>/dev/null; then
 			echo "no new SSH connection from the deployer within ${reach}s: rolling back" >>"$dir/rollback.log"
 			rollback
 			put done "watchdog"
@@ -116,9 +138,9 @@ rollback-to)
 	gen=$1 path=$2
 	printf '%s\n' "rollback $(basename "$dir") to generation $gen since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >/run/nixos-config.activate.info
 	rc=0
-	nix-env -p "$profile" --switch-generation "$gen" >"$dir/switch.log" 2>&1 || rc=91
+	nix-env -p "$profile" --switch-generation "$gen" >"$dir/switch.log" 2>&1 5>&- 6>&- 7>&- || rc=91
 	if [ "$rc" = 0 ]; then
-		"$path/bin/switch-to-configuration" switch >>"$dir/switch.log" 2>&1
+		"$path/bin/switch-to-configuration" switch >>"$dir/switch.log" 2>&1 5>&- 6>&- 7>&-
 		rc=$?
 	fi
 	put result "switched $rc $(readlink "$profile" 2>/dev/null)"
