@@ -123,7 +123,10 @@ func TestFailHostKeys(t *testing.T) {
 	if err := f.lab.RotateHostKey(ctx, "lab-server"); err != nil {
 		t.Fatal(err)
 	}
-	newFP, _ := f.lab.Fingerprint("lab-server")
+	newFP, err := f.lab.Fingerprint("lab-server")
+	if err != nil || !strings.HasPrefix(newFP, "SHA256:") || newFP == fp {
+		t.Fatalf("new host key fingerprint %q (%v), was %q", newFP, err, fp)
+	}
 	failsWith(t, f.mage("deploy", "lab-server", "-", "-lab"), "HOST KEY OF 10.77.50.11 HAS CHANGED", newFP, "man-in-the-middle", "ssh-keygen -R 10.77.50.11")
 	if f.generation("lab-server") != 0 {
 		t.Error("deployed despite a changed host key")

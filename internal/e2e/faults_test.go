@@ -303,6 +303,44 @@ func TestFaultWaitDoesNotUndoOtherDeployer(t *testing.T) {
 	healthy(t, f, host)
 }
 
+// A copy during which nothing crosses the connection (the target's
+// nix-daemon hangs, the connection stays up) is stopped after
+// max(-cmdtimeout, 30 s) and tried once more.
+func TestFaultCopyStallStopped(t *testing.T) {
+	f := newFixture(t)
+	const host = "media-center"
+	slowCopy(t, f, host)
+	cmd, out := startMage(t, f, host+": copy 0 B", "deploy", host, "-", "-lab", "-cmdtimeout=5s")
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// [-]: the pattern must not match the shell that runs pkill.
+	const daemon = "pkill -%s -f 'nix-daemon [-]-stdio'"
+	deadline := time.Now().Add(20 * time.Second)
+	for f.exec(host, fmt.Sprintf(daemon, "STOP")+" && echo stopped || true") != "stopped" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no nix-daemon --stdio on the target during the copy:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Cleanup(func() { f.lab.Exec(context.Background(), host, "sh", "-c", fmt.Sprintf(daemon, "CONT")) })
+	const note = "copy failed (the copy stalled: nothing crossed the connection for 30s), trying once more"
+	deadline = time.Now().Add(90 * time.Second)
+	for !strings.Contains(out.String(), note) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled copy was not stopped:\n%s", out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	f.exec(host, fmt.Sprintf(daemon, "CONT")+" || true")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the second try failed: %v\n%s", err, out.String())
+	}
+	if f.generation(host) != 1 {
+		t.Fatalf("generation %d after the second try", f.generation(host))
+	}
+	f.lab.Shape(context.Background(), host, lab.Link{})
+	healthy(t, f, host)
+}
+
 // 4. A deployer killed during the copy leaves no process behind (nix copy
 // dies with it), and the next run needs no manual clean-up.
 func TestFaultKilledDuringCopyLeavesNothing(t *testing.T) {

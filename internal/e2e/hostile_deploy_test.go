@@ -81,8 +81,10 @@ func (m measured) failsBounded(t *testing.T, wants ...string) {
 
 func TestHostileDeployHugeHostname(t *testing.T) {
 	f := newFixture(t)
-	f.install("lab-server", "hostname", hundredMB)
+	f.install("lab-server", "hostname", "#!/bin/sh\ntouch /tmp/hostile-hostname-ran\n"+strings.TrimPrefix(hundredMB, "#!/bin/sh\n"))
+	t.Cleanup(func() { f.exec("lab-server", "rm -f /tmp/hostile-hostname-ran") })
 	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s")
+	f.fakeRan("lab-server", "/tmp/hostile-hostname-ran")
 	m.failsBounded(t, "lab-server")
 	f.stillOn("lab-server", 0)
 }
@@ -91,8 +93,18 @@ func TestHostileDeployPreflightHangs(t *testing.T) {
 	f := newFixture(t)
 	f.install("lab-server", "hostname", sleeper(`lab-server\n`))
 	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s")
+	f.fakeRan("lab-server", "/tmp/hostile-sleepers")
 	m.failsBounded(t, "lab-server")
 	f.stillOn("lab-server", 0)
+}
+
+// fakeRan fails the test unless the fake command left its mark on host:
+// a test whose fake was never run tests nothing.
+func (f *fixture) fakeRan(host, mark string) {
+	f.t.Helper()
+	if f.exec(host, "[ -e "+mark+" ] && echo ran || echo no") != "ran" {
+		f.t.Fatalf("the fake command on %s did not run (no %s): the test does not test anything", host, mark)
+	}
 }
 
 // One target that never answers its preflight does not keep deployAll from
@@ -101,6 +113,7 @@ func TestHostileDeployAllOneTargetHangs(t *testing.T) {
 	f := newFixture(t)
 	f.install("media-center", "hostname", sleeper(`media-center\n`))
 	m := f.mageMeasured(150*time.Second, "deployAll", "-lab", "-timeout=3s")
+	f.fakeRan("media-center", "/tmp/hostile-sleepers")
 	m.bounded(t, 2*time.Minute, 96, hostileOut) // one evaluation of three systems
 	assertNoRawControls(t, "output", m.Combined())
 	if m.Code == 0 || m.Killed {

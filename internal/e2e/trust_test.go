@@ -41,7 +41,9 @@ func TestTrustNoTrustedUserDeployAndRollback(t *testing.T) {
 }
 
 // Without sudo rights the copy cannot start a root daemon: the deployment
-// stops before copying, naming sudo and its remedy.
+// stops in the preflight, before anything is copied, naming sudo and its
+// remedy. (A sudoers rule cannot refuse the daemon alone: every root
+// command, the daemon too, starts as `sh -c`, so sudo allows all or none.)
 func TestTrustSudoRefused(t *testing.T) {
 	f := newFixture(t)
 	const host = "dev-workstation"
@@ -51,7 +53,7 @@ func TestTrustSudoRefused(t *testing.T) {
 	}
 	t.Cleanup(func() { f.lab.PasswordlessSudo(ctx, host) })
 	r := f.mageStdin("not-the-password\n", "deploy", host, "-", "-lab", "-asksudo")
-	failsWith(t, r, "sudo")
+	failsWith(t, r, "dev-workstation: preflight: sudo on dev-workstation rejected the password", "run again and type monibahmed's password on the target")
 	if f.generation(host) != 0 {
 		t.Fatal("deployed without sudo")
 	}

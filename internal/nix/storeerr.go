@@ -11,7 +11,7 @@ import (
 type StoreErrorKind string
 
 // Kinds of store errors. Each is recognised by what Nix 2.8 to 2.34 have in
-// common, never by one version's sentence (tests: storeerr_test.go, with
+// common, never by one version's sentence (tests: fixtures_test.go, with
 // output recorded from 2.8, 2.26 and 2.34 in testdata/).
 const (
 	// StoreUntrusted: the destination refuses paths without a signature
@@ -32,7 +32,9 @@ const (
 	StoreNoDaemon StoreErrorKind = "no daemon"
 	// StoreNoNix: the destination has no Nix in the SSH user's PATH.
 	StoreNoNix StoreErrorKind = "no nix"
-	// StoreHostKey: OpenSSH (used by nix copy) refused the host key.
+	// StoreHostKey: OpenSSH refused the host key (Nix reaching a store
+	// over ssh:// or ssh-ng:// itself, as the remote builders of a user's
+	// nix.conf do; the toolkit's own copies go through its SSH bridge).
 	StoreHostKey StoreErrorKind = "host key"
 	// StoreAuth: OpenSSH could not log in.
 	StoreAuth StoreErrorKind = "authentication"

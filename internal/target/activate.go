@@ -17,6 +17,11 @@ import (
 //go:embed activate.sh
 var activateScript string
 
+// unitScript is activate.sh with the paths it shares with this package.
+func unitScript() string {
+	return strings.ReplaceAll(activateScript, "@HISTORY_FILE@", HistoryFile)
+}
+
 // RunDir holds the activation units' directories (root-only).
 const RunDir = "/run/nixos-config"
 
@@ -157,7 +162,7 @@ func (s *Session) StartActivation(ctx context.Context, p Plan) (*Activation, err
 	args = append(args, lines...)
 	args = append(args, "deploy", p.Mode, p.Path, b(p.SetProfile), strconv.Itoa(p.Prev.Generation), orDash(prevPath), orDash(prevCur),
 		secs(p.Reach), secs(p.Verdict), b(p.AutoRollback))
-	out, err := s.RunRoot(ctx, Root{Name: "starting the activation", Args: args, Stdin: strings.NewReader(activateScript)})
+	out, err := s.RunRoot(ctx, Root{Name: "starting the activation", Args: args, Stdin: strings.NewReader(unitScript())})
 	if err != nil {
 		e := commandError("starting the activation", err, out)
 		if out.Code == 96 {
@@ -399,7 +404,7 @@ func (s *Session) RollbackTo(ctx context.Context, token string, systemd bool, ge
 		sys = "1"
 	}
 	args := []string{"sh", "-c", installScript, "install-activation", token, sys, "", "", "", "", "rollback-to", strconv.Itoa(generation), path}
-	out, err := s.RunRoot(ctx, Root{Name: "starting the rollback", Args: args, Stdin: strings.NewReader(activateScript)})
+	out, err := s.RunRoot(ctx, Root{Name: "starting the rollback", Args: args, Stdin: strings.NewReader(unitScript())})
 	if err != nil {
 		return Switched{}, nil, commandError("starting the rollback", err, out)
 	}

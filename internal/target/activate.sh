@@ -9,6 +9,8 @@
 #               <prev-current> <reach-timeout s> <verdict-timeout s> <auto-rollback 0|1>
 #   activate.sh <dir> rollback-to <generation> <path>
 #
+# The history file's path (history= below) is filled in by the deployer
+# from internal/target's HistoryFile.
 # <dir> (0700) holds this script and the history lines rendered by the
 # deployer (history-rolledback-ok, history-rolledback-failed,
 # history-vanished); this script writes there: pid, started, result,
@@ -24,7 +26,7 @@ set -u
 dir=$1
 action=$2
 shift 2
-history=/var/lib/nixos-config/history.jsonl
+history=@HISTORY_FILE@
 profile=/nix/var/nix/profiles/system
 export NIXOS_INSTALL_BOOTLOADER=0
 echo $$ >"$dir/pid"
@@ -44,7 +46,7 @@ put() { printf '%s\n' "$2" >"$dir/$1.tmp" && mv "$dir/$1.tmp" "$dir/$1"; }
 # record appends a history line rendered by the deployer.
 record() {
 	[ -f "$dir/$1" ] || return 0
-	mkdir -p /var/lib/nixos-config && chmod 700 /var/lib/nixos-config
+	mkdir -p "${history%/*}" && chmod 700 "${history%/*}"
 	(umask 077 && cat "$dir/$1" >>"$history") && chmod 600 "$history"
 }
 
