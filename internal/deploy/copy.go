@@ -161,7 +161,15 @@ func (j *job) missing(ctx context.Context) (map[string]int64, int64, int64, erro
 	for p := range size {
 		list.WriteString(p + "\n")
 	}
-	out, err := j.sess.Run(ctx, "nix-store --check-validity", target.FreeProbe+"; xargs nix-store --check-validity --print-invalid", strings.NewReader(list.String()))
+	// A user other than root reaches the store through the target's
+	// nix-daemon: NIX_REMOTE=daemon says so, so that a stopped daemon reads
+	// as one in every Nix version (without it, Nix falls back to a store of
+	// its own and fails on permissions).
+	query := "xargs nix-store --check-validity --print-invalid"
+	if j.sess.User != "root" {
+		query = "NIX_REMOTE=daemon " + query
+	}
+	out, err := j.sess.Run(ctx, "nix-store --check-validity", target.FreeProbe+"; "+query, strings.NewReader(list.String()))
 	if err != nil {
 		return nil, 0, -1, j.nixRemoteFailure(err, out.Stderr)
 	}

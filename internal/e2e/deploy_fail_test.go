@@ -133,6 +133,25 @@ func TestFailHostKeys(t *testing.T) {
 	}
 }
 
+// The target's nix-daemon is stopped: the deployment stops before
+// copying, naming the daemon and how to start it; the target stays as it is.
+func TestFailNixDaemonStopped(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.lab.StopNixDaemon(ctx, "lab-server"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.StartNixDaemon(ctx, "lab-server") })
+	failsWith(t, f.mage("deploy", "lab-server", "-", "-lab"), "lab-server: copy: the target's nix-daemon is not running", "systemctl start nix-daemon.socket")
+	if f.generation("lab-server") != 0 {
+		t.Error("deployed without a nix-daemon")
+	}
+	if err := f.lab.StartNixDaemon(ctx, "lab-server"); err != nil {
+		t.Fatal(err)
+	}
+	succeeds(t, f.mage("deploy", "lab-server", "-", "-lab"))
+}
+
 func TestFailKeyRejected(t *testing.T) {
 	f := newFixture(t)
 	failsWith(t, f.mage("deploy", "lab-server", "-", "-lab", "-user=intruder"), "intruder@10.77.50.11 rejected our SSH keys", "authorizedKeys")
