@@ -184,6 +184,44 @@ func TestLockOneDeployerAtATime(t *testing.T) {
 	}
 }
 
+// Ctrl-C while waiting for another deployer's lock (-wait): the waiting
+// deployer stops at once and leaves no lock process behind on the target;
+// the first deployer is not disturbed.
+func TestLockWaitInterruptedLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	const host = "media-center"
+	slowCopy(t, f, host)
+	first, out := startMage(t, f, host+": copy 0 B", "deploy", host, "-", "-lab")
+	// The waiting lock script's processes (sudo, sh): they name the lock's
+	// info file, and their last argument is 1 (-wait; the first's is 0).
+	lockProcs := func() string { return f.exec(host, "pgrep -fc 'nixos-config[.]lock[.]info.* 1$' || true") }
+	waiter, wout := startMage(t, f, "waiting: "+host+" is being deployed by", "deploy", host, "-", "-lab", "-wait")
+	if n := lockProcs(); n == "0" {
+		t.Fatalf("no waiting lock process on the target:\n%s", wout.String())
+	}
+	start := time.Now()
+	waiter.Process.Signal(syscall.SIGINT)
+	if err := waiter.Wait(); err == nil {
+		t.Fatalf("an interrupted deployer exited 0:\n%s", wout.String())
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the interrupted deployer took %v to stop", d)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for lockProcs() != "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the interrupted deployer left %s lock processes on the target", lockProcs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := first.Wait(); err != nil {
+		t.Fatalf("the first deployer failed: %v\n%s", err, out.String())
+	}
+	if f.generation(host) != 1 {
+		t.Fatalf("generation %d", f.generation(host))
+	}
+}
+
 func TestKilledDeployerReleasesLock(t *testing.T) {
 	f := newFixture(t)
 	slowCopy(t, f, "media-center")

@@ -105,8 +105,13 @@ func (s *Session) Lock(ctx context.Context, info string, wait bool, onWait func(
 	}
 	l := &Lock{stdin: pw, done: make(chan error, 1)}
 	var stderr bytes.Buffer
+	// Not the caller's context: a held lock outlives it (Release ends it).
+	// abandon ends the command while it still waits: the script reads no
+	// input then, and its next line fails once the session is gone.
+	rctx, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
-		_, err := s.RunRoot(context.WithoutCancel(ctx), Root{Name: "the deploy lock", Args: []string{"sh", "-c", lockScript, "lock", info, w},
+		defer abandon()
+		_, err := s.RunRoot(rctx, Root{Name: "the deploy lock", Args: []string{"sh", "-c", lockScript, "lock", info, w},
 			Stdin: pr, Stdout: watch, Stderr: &limited{w: &stderr, n: 4096}, Timeout: 1<<63 - 1})
 		watch.close()
 		l.done <- err
@@ -139,9 +144,11 @@ func (s *Session) Lock(ctx context.Context, info string, wait bool, onWait func(
 				}
 			}
 		case <-timeout.C:
+			abandon()
 			l.Release()
 			return nil, &Error{Section: trouble.Locks, Cause: "taking the deploy lock on " + s.Name + " did not finish in time", Remedy: "check sudo and flock (util-linux) on the target"}
 		case <-ctx.Done():
+			abandon()
 			l.Release()
 			return nil, fmt.Errorf("interrupted: %w", ctx.Err())
 		}
