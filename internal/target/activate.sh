@@ -62,7 +62,7 @@ wait_for() {
 		left=$((end - $(now_s)))
 		[ "$left" -gt 0 ] || return 1
 		if [ "$wake" = 1 ]; then
-			timeout "$left" head -c 1 <&7 >/dev/null 2>&1
+			timeout "$left" head -c 1 <&7 >/dev/null 2>&1 6>&-
 			case $? in 0 | 124) ;; *) sleep 0.05 ;; esac
 		else
 			sleep 0.05
