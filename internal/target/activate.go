@@ -108,8 +108,11 @@ if [ -f "$dir/start" ]; then
 fi
 run="flock -o -n -E 96 ` + ActivationLockFile + ` /bin/sh $dir/activate.sh $dir"
 if [ "$systemd" = 1 ]; then
+	# -E PATH: a transient unit gets the manager's fixed search path, which
+	# on NixOS holds none of the tools the unit runs (its own units set
+	# PATH each; nixpkgs nixos/modules/system/boot/systemd.nix).
 	systemd-run --unit="nixos-config-$token" --collect --quiet --no-ask-password --service-type=exec \
-		-E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER=0 $run "$@" || exit 95
+		-E PATH -E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER=0 $run "$@" || exit 95
 else
 	# Its own session: sudo (use_pty) ends what is left of its command's
 	# session when it exits.

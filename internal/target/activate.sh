@@ -29,6 +29,9 @@ shift 2
 history=@HISTORY_FILE@
 profile=/nix/var/nix/profiles/system
 export NIXOS_INSTALL_BOOTLOADER=0
+# The deployer's PATH comes along (systemd-run -E PATH); NixOS's system
+# tools as a fallback, after it.
+export PATH="${PATH:+$PATH:}/run/wrappers/bin:/run/current-system/sw/bin"
 echo $$ >"$dir/pid"
 exec 5>"$dir/result.lock" 6>"$dir/done.lock"
 flock 5 && flock 6 || exit 1
