@@ -68,6 +68,18 @@ sshd_running() {
 	[ -f /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null
 }
 
+# stop_sshd ends the lab's sshd and waits (up to 5 s) until it has exited
+# (gone, or a zombie: its socket is closed), as systemctl stop does.
+stop_sshd() {
+	pid=$(cat /run/sshd.pid)
+	kill "$pid"
+	i=0
+	while [ $i -lt 50 ] && [ -e "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
 # Another port: a copy of the lab's sshd configuration with that port (-o
 # Port=N would add a port, not replace one).
 port_config=/run/lab-sshd_config-port
@@ -120,13 +132,12 @@ if [ "$mode" = switch ] || [ "$mode" = test ]; then
 		stop)
 			if sshd_running; then
 				echo "stopping the following units: sshd.service"
-				kill "$(cat /run/sshd.pid)"
+				stop_sshd
 			fi
 			;;
 		port:*)
 			echo "restarting the following units: sshd.service"
-			if sshd_running; then kill "$(cat /run/sshd.pid)"; fi
-			sleep 0.2
+			if sshd_running; then stop_sshd; fi
 			write_port_config
 			/usr/sbin/sshd -f "$port_config"
 			;;
