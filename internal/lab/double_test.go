@@ -96,6 +96,8 @@ func TestDoubleSwitchModes(t *testing.T) {
 	}
 	// A configuration that stops sshd: new connections are refused afterwards.
 	h, _ := l.Host("beta")
+	// Whatever happens below, the tests after this one find sshd up.
+	defer l.Exec(ctx, "beta", good+"/bin/switch-to-configuration", "switch")
 	out, _ = activate(t, l, "beta", cutting, "switch")
 	if !strings.Contains(out, "stopping the following units: sshd.service") {
 		t.Fatalf("cutting activation: %q", out)
