@@ -10,6 +10,7 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/lab"
 	"github.com/monibahmed/nixos-config/internal/run"
+	"github.com/monibahmed/nixos-config/internal/testutil"
 )
 
 // deployLab is the lab the deploy tests share (nil when this machine cannot
@@ -47,6 +48,7 @@ func TestMain(m *testing.M) {
 			deployLab = l
 		}
 		defer stopSystemdLab()
+		defer testutil.RemoveMageBinary()
 		return m.Run()
 	}())
 }

@@ -65,6 +65,14 @@ var (
 	mageErr  error
 )
 
+// RemoveMageBinary deletes what MageBinary compiled; a package's TestMain
+// calls it after its tests (the binary is shared by all of them).
+func RemoveMageBinary() {
+	if mageBin != "" {
+		os.RemoveAll(filepath.Dir(mageBin))
+	}
+}
+
 // MageBinary compiles the repository's magefiles once per test process.
 func MageBinary(t testing.TB) string {
 	t.Helper()
