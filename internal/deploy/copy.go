@@ -233,6 +233,33 @@ type copyError struct {
 // long is stopped (the target or Nix hangs).
 func (j *job) stallTimeout() time.Duration { return max(j.o.CommandTimeout, 30*time.Second) }
 
+// watchStall cancels a copy through b when nothing crossed it for the
+// stall timeout; the returned channel is closed when it did. each, if not
+// nil, runs at every look (twice a second).
+func (j *job) watchStall(ctx context.Context, cancel context.CancelFunc, b *target.Bridge, each func()) <-chan struct{} {
+	stalled := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if each != nil {
+					each()
+				}
+				if b.Idle() > j.stallTimeout() {
+					close(stalled)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return stalled
+}
+
 // transfer runs one `nix copy` through a bridge, with progress from the
 // bytes that cross it.
 func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyError {
@@ -245,24 +272,7 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	defer b.Close()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stalled := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-cctx.Done():
-				return
-			case <-tick.C:
-				j.d.Report.Progress(name, min(b.Sent(), total), total)
-				if b.Idle() > j.stallTimeout() {
-					close(stalled)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
+	stalled := j.watchStall(cctx, cancel, b, func() { j.d.Report.Progress(name, min(b.Sent(), total), total) })
 	parser := &nix.LogParser{}
 	opts := src.opts
 	opts.To = b.URI()

@@ -139,16 +139,8 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	if err := o.Normalize(); err != nil {
 		return nil, err
 	}
-	for i := range targets {
-		if o.User != "" {
-			targets[i].User, targets[i].UserSet = o.User, true
-		}
-		if o.Port != 0 {
-			targets[i].Port = o.Port
-		}
-		if err := ValidateTarget(targets[i]); err != nil {
-			return nil, err
-		}
+	if err := prepareTargets(targets, o); err != nil {
+		return nil, err
 	}
 	if len(targets) == 0 {
 		return nil, errors.New("no targets selected")

@@ -81,30 +81,11 @@ func (d *Deployer) Exec(ctx context.Context, targets []inventory.Target, eo Exec
 	if eo.Jobs <= 0 {
 		eo.Jobs = DefaultExecJobs
 	}
-	for i := range targets {
-		if o.User != "" {
-			targets[i].User, targets[i].UserSet = o.User, true
-		}
-		if o.Port != 0 {
-			targets[i].Port = o.Port
-		}
-		if err := ValidateTarget(targets[i]); err != nil {
-			return nil, err
-		}
+	if err := prepareTargets(targets, o); err != nil {
+		return nil, err
 	}
 	out := make([]ExecResult, len(targets))
-	sem := make(chan struct{}, eo.Jobs)
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			out[i] = d.execOne(ctx, t, eo, o)
-		}()
-	}
-	wg.Wait()
+	parallel(len(targets), eo.Jobs, func(i int) { out[i] = d.execOne(ctx, targets[i], eo, o) })
 	return out, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -214,6 +215,39 @@ func Select(inv *inventory.Inventory, selection string) ([]inventory.Target, err
 		}
 	}
 	return out, nil
+}
+
+// prepareTargets applies -user and -port to every target and validates
+// each before anything reaches a shell.
+func prepareTargets(targets []inventory.Target, o Options) error {
+	for i := range targets {
+		if o.User != "" {
+			targets[i].User, targets[i].UserSet = o.User, true
+		}
+		if o.Port != 0 {
+			targets[i].Port = o.Port
+		}
+		if err := ValidateTarget(targets[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parallel runs do(i) for i in [0, n), at most jobs at once, and waits.
+func parallel(n, jobs int, do func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, jobs)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			do(i)
+		}()
+	}
+	wg.Wait()
 }
 
 // ValidateTarget checks a target's name, address and user before anything

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/nix"
@@ -89,7 +88,7 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 	defer b.Close()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stalled := j.watchStall(cctx, cancel, b)
+	stalled := j.watchStall(cctx, cancel, b, nil)
 	parser := &nix.LogParser{}
 	err = j.d.Nix.Copy(cctx, []string{j.built.drv}, nix.CopyOptions{To: b.URI(), Derivation: true}, parser)
 	if err == nil {
@@ -122,29 +121,6 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 	}
 	return &Failure{Section: trouble.RemoteBuild, Cause: "sending the derivations to " + who + " failed: " + target.Clean(strings.Join(target.LastLines(text, 2), " | "), 300),
 		Remedy: "check the network and Nix there, then run again", Err: err}
-}
-
-// watchStall cancels a copy through b when nothing crossed it for the
-// stall timeout; the returned channel is closed when it did.
-func (j *job) watchStall(ctx context.Context, cancel context.CancelFunc, b *target.Bridge) <-chan struct{} {
-	stalled := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if b.Idle() > j.stallTimeout() {
-					close(stalled)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	return stalled
 }
 
 // realise builds the derivation on the builder with `nix-store --realise`

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/target"
@@ -92,18 +91,7 @@ func (d *Deployer) Status(ctx context.Context, targets []inventory.Target, heads
 		}
 		return out
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			out[i] = d.statusOf(ctx, t, heads[t.Name], isAncestor, o)
-		}()
-	}
-	wg.Wait()
+	parallel(len(targets), 16, func(i int) { out[i] = d.statusOf(ctx, targets[i], heads[targets[i].Name], isAncestor, o) })
 	return out
 }
 
