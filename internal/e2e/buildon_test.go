@@ -26,6 +26,13 @@ const foreign = "aarch64-linux"
 // setFacts changes a target of the lab inventory for the test.
 func setFacts(t *testing.T, f *fixture, host string, change func(*inventory.Facts)) {
 	t.Helper()
+	editTarget(t, f, host, func(tg *inventory.Target) { change(&tg.Facts) })
+}
+
+// editTarget changes a target of the lab inventory for the test (restored
+// afterwards).
+func editTarget(t *testing.T, f *fixture, host string, change func(*inventory.Target)) {
+	t.Helper()
 	path := f.lab.InventoryPath()
 	orig, err := os.ReadFile(path)
 	if err != nil {
@@ -38,7 +45,7 @@ func setFacts(t *testing.T, f *fixture, host string, change func(*inventory.Fact
 	}
 	for i := range inv.Targets {
 		if inv.Targets[i].Name == host {
-			change(&inv.Targets[i].Facts)
+			change(&inv.Targets[i])
 		}
 	}
 	data, _ := inv.Marshal()

@@ -85,6 +85,31 @@ func blockActivations(t *testing.T, f *fixture, host string) func() {
 	return unblock
 }
 
+// deployedThenBlocked deploys host, commits a new system for it (a file
+// named after tag) and blocks the target's next activation. It returns the
+// system the target runs and the function that unblocks it.
+func deployedThenBlocked(t *testing.T, f *fixture, host, tag string) (string, func()) {
+	t.Helper()
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	good := f.current(host)
+	f.setConfig(host, fmt.Sprintf(`environment.etc."%s".text = "%d";`, tag, time.Now().UnixNano()))
+	f.commit(tag)
+	return good, blockActivations(t, f, host)
+}
+
+// awaitSelfRollback waits (up to 40 s) until host runs good again and its
+// history records that its activation unit rolled back by itself.
+func awaitSelfRollback(t *testing.T, f *fixture, host, good string) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for f.current(host) != good || !strings.Contains(f.exec(host, "cat /var/lib/nixos-config/history.jsonl"), "rolled back by the target itself") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not rolled back by the target itself: current %s\n%s", f.current(host), f.exec(host, "cat /var/lib/nixos-config/history.jsonl"))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // 1. The sudo password never lands anywhere on the target, whatever the
 // sudoers policy: after two deployments per variant, no file holds it.
 func TestFaultSudoPasswordNeverOnDisk(t *testing.T) {
@@ -213,10 +238,7 @@ func TestFaultInterruptDuringLongActivation(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			f := newFixture(t)
 			const host = "lab-server"
-			succeeds(t, f.mage("deploy", host, "-", "-lab"))
-			f.setConfig(host, fmt.Sprintf(`environment.etc."long".text = "%d";`, time.Now().UnixNano()))
-			f.commit("a long activation")
-			unblock := blockActivations(t, f, host)
+			_, unblock := deployedThenBlocked(t, f, host, "long")
 			cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab")
 			time.Sleep(500 * time.Millisecond)
 			cmd.Process.Signal(sig)
@@ -245,11 +267,7 @@ func TestFaultInterruptDuringLongActivation(t *testing.T) {
 func TestFaultSecondInterruptAbandons(t *testing.T) {
 	f := newFixture(t)
 	const host = "lab-server"
-	succeeds(t, f.mage("deploy", host, "-", "-lab"))
-	good := f.current(host)
-	f.setConfig(host, fmt.Sprintf(`environment.etc."abandoned".text = "%d";`, time.Now().UnixNano()))
-	f.commit("abandoned")
-	unblock := blockActivations(t, f, host)
+	good, unblock := deployedThenBlocked(t, f, host, "abandoned")
 	cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
 	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGINT)
@@ -263,13 +281,7 @@ func TestFaultSecondInterruptAbandons(t *testing.T) {
 	}
 	unblock()
 	// Nobody confirms: the unit rolls back by itself.
-	deadline := time.Now().Add(40 * time.Second)
-	for f.current(host) != good || !strings.Contains(f.exec(host, "cat /var/lib/nixos-config/history.jsonl"), "rolled back by the target itself") {
-		if time.Now().After(deadline) {
-			t.Fatalf("not rolled back: current %s\n%s", f.current(host), f.exec(host, "cat /var/lib/nixos-config/history.jsonl"))
-		}
-		time.Sleep(time.Second)
-	}
+	awaitSelfRollback(t, f, host, good)
 	healthy(t, f, host)
 }
 
@@ -280,11 +292,7 @@ func TestFaultSecondInterruptAbandons(t *testing.T) {
 func TestFaultConfirmationTooLate(t *testing.T) {
 	f := newFixture(t)
 	const host = "lab-server"
-	succeeds(t, f.mage("deploy", host, "-", "-lab"))
-	good := f.current(host)
-	f.setConfig(host, fmt.Sprintf(`environment.etc."late".text = "%d";`, time.Now().UnixNano()))
-	f.commit("confirmed too late")
-	unblock := blockActivations(t, f, host)
+	good, unblock := deployedThenBlocked(t, f, host, "late")
 	cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
 	// Only new connections: their first packet (SYN without ACK) is dropped.
 	f.exec(host, `nft -f - <<'EOF'
@@ -426,11 +434,7 @@ func processesMentioning(s string) []string {
 func TestFaultKilledDuringActivationKeepsTargetLocked(t *testing.T) {
 	f := newFixture(t)
 	const host = "lab-server"
-	succeeds(t, f.mage("deploy", host, "-", "-lab"))
-	good := f.current(host)
-	f.setConfig(host, fmt.Sprintf(`environment.etc."killed".text = "%d";`, time.Now().UnixNano()))
-	f.commit("killed mid-activation")
-	unblock := blockActivations(t, f, host)
+	good, unblock := deployedThenBlocked(t, f, host, "killed")
 	cmd, _ := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
 	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGKILL)
@@ -440,13 +444,7 @@ func TestFaultKilledDuringActivationKeepsTargetLocked(t *testing.T) {
 	r = f.mage("deploy", host, "-", "-lab")
 	failsWith(t, r, "is still activating a deployment")
 	unblock()
-	deadline := time.Now().Add(40 * time.Second)
-	for f.current(host) != good || !strings.Contains(f.exec(host, "cat /var/lib/nixos-config/history.jsonl"), "rolled back by the target itself") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the unit did not roll back: current %s", f.current(host))
-		}
-		time.Sleep(time.Second)
-	}
+	awaitSelfRollback(t, f, host, good)
 	healthy(t, f, host)
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -291,25 +290,7 @@ func TestMagicRollbackWhenSwitchCutsSSH(t *testing.T) {
 // setHealth gives a target of the lab inventory health checks.
 func setHealth(t *testing.T, f *fixture, host string, checks []inventory.HealthCheck) {
 	t.Helper()
-	path := f.lab.InventoryPath()
-	orig, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.WriteFile(path, orig, 0o644) })
-	inv, err := inventory.Parse(orig, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range inv.Targets {
-		if inv.Targets[i].Name == host {
-			inv.Targets[i].Health = checks
-		}
-	}
-	data, _ := inv.Marshal()
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editTarget(t, f, host, func(tg *inventory.Target) { tg.Health = checks })
 }
 
 func TestFailingHealthCheckRollsBack(t *testing.T) {

@@ -124,14 +124,21 @@ func rewrite(path, content string) error {
 	return f.Close()
 }
 
+// readHostFile reads a file of host's own file system (rel is relative to
+// its root) and returns its path on this machine too.
+func (l *Lab) readHostFile(host, rel string) (string, []byte, error) {
+	p, err := l.fsPath(host, rel)
+	if err != nil {
+		return "", nil, err
+	}
+	data, err := os.ReadFile(p)
+	return p, data, err
+}
+
 // Fingerprint returns the SHA256 fingerprint of the host's ed25519 host key,
 // in OpenSSH's format.
 func (l *Lab) Fingerprint(host string) (string, error) {
-	p, err := l.fsPath(host, "etc/ssh/ssh_host_ed25519_key.pub")
-	if err != nil {
-		return "", err
-	}
-	data, err := os.ReadFile(p)
+	_, data, err := l.readHostFile(host, "etc/ssh/ssh_host_ed25519_key.pub")
 	if err != nil {
 		return "", err
 	}
@@ -176,11 +183,7 @@ func (l *Lab) RequireSudoPassword(ctx context.Context, host, password string) er
 	if err != nil {
 		return err
 	}
-	shadowPath, err := l.fsPath(host, "etc/shadow")
-	if err != nil {
-		return err
-	}
-	data, err := os.ReadFile(shadowPath)
+	shadowPath, data, err := l.readHostFile(host, "etc/shadow")
 	if err != nil {
 		return err
 	}
@@ -284,11 +287,7 @@ func (l *Lab) TrustKeys(ctx context.Context, host string, keys ...string) error 
 }
 
 func (l *Lab) editNixConf(ctx context.Context, host string, edit func(_ *bool, trusted *bool, keys *[]string)) error {
-	p, err := l.fsPath(host, "etc/nix/nix.conf")
-	if err != nil {
-		return err
-	}
-	data, err := os.ReadFile(p)
+	p, data, err := l.readHostFile(host, "etc/nix/nix.conf")
 	if err != nil {
 		return err
 	}
@@ -471,11 +470,7 @@ func (l *Lab) SetSSHPort(ctx context.Context, host string, port int) error {
 	if port < 1 || port > 65535 {
 		return fmt.Errorf("invalid port %d", port)
 	}
-	p, err := l.fsPath(host, "var/lib/lab/sshd_config")
-	if err != nil {
-		return err
-	}
-	data, err := os.ReadFile(p)
+	p, data, err := l.readHostFile(host, "var/lib/lab/sshd_config")
 	if err != nil {
 		return err
 	}
@@ -532,11 +527,7 @@ func (l *Lab) OnlySSHFrom(ctx context.Context, host, from string) error {
 // (e.g. "Defaults:monibahmed !tty_tickets", or a NOPASSWD rule for some
 // commands), checked with visudo first; "" removes them.
 func (l *Lab) SudoersExtra(ctx context.Context, host, lines string) error {
-	p, err := l.fsPath(host, "etc/sudoers.d/lab")
-	if err != nil {
-		return err
-	}
-	data, err := os.ReadFile(p)
+	_, data, err := l.readHostFile(host, "etc/sudoers.d/lab")
 	if err != nil {
 		return err
 	}
@@ -576,11 +567,7 @@ func (l *Lab) RemoveCommand(host, name string) error {
 // derivations: the double's builders are this machine's /bin/sh and
 // coreutils, so it plays a machine of that system for mixed fleets.
 func (l *Lab) ExtraPlatforms(ctx context.Context, host string, systems ...string) error {
-	p, err := l.fsPath(host, "etc/nix/nix.conf")
-	if err != nil {
-		return err
-	}
-	data, err := os.ReadFile(p)
+	p, data, err := l.readHostFile(host, "etc/nix/nix.conf")
 	if err != nil {
 		return err
 	}
