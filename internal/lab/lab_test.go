@@ -145,7 +145,7 @@ func TestTargetsAnswerWithTheirOwnIdentity(t *testing.T) {
 
 func TestStoresAreSeparate(t *testing.T) {
 	l := requireLab(t)
-	p := strings.TrimSpace(mustSSH(t, l, "alpha", "echo only-on-alpha-$$ > /tmp/lab-sep-$$ && nix-store --add /tmp/lab-sep-$$"))
+	p := strings.TrimSpace(mustSSH(t, l, "alpha", "f=/tmp/lab-sep-$$; echo only-on-alpha-$$ > $f && nix-store --add $f; rm -f $f"))
 	if !strings.HasPrefix(p, "/nix/store/") {
 		t.Fatalf("nix-store --add printed %q", p)
 	}
