@@ -356,16 +356,24 @@ func TestFaultCopyStallStopped(t *testing.T) {
 	slowCopy(t, f, host)
 	cmd, out := startMage(t, f, host+": copy 0 B", "deploy", host, "-", "-lab", "-cmdtimeout=5s")
 	t.Cleanup(func() { cmd.Process.Kill() })
-	// [-]: the pattern must not match the shell that runs pkill.
-	const daemon = "pkill -%s -f 'nix-daemon [-]-stdio'"
+	// Once the copy's own `nix-daemon --stdio` runs (sudo has started it:
+	// stopping sudo before that tests sudo, not a hung daemon), every
+	// nix-daemon on the target stops: the daemon, its workers and the
+	// copy's. sudo, seeing its command stopped, stops itself; both are
+	// continued at the end.
+	const (
+		daemons = "'^([^ ]*/)?nix-daemon( |$)'"
+		stop    = "pgrep -f '^([^ ]*/)?nix-daemon --stdio' >/dev/null && pkill -STOP -f " + daemons + " && echo stopped || true"
+		resume  = "pkill -CONT -f " + daemons + "; pkill -CONT -x sudo; true"
+	)
 	deadline := time.Now().Add(20 * time.Second)
-	for f.exec(host, fmt.Sprintf(daemon, "STOP")+" && echo stopped || true") != "stopped" {
+	for f.exec(host, stop) != "stopped" {
 		if time.Now().After(deadline) {
 			t.Fatalf("no nix-daemon --stdio on the target during the copy:\n%s", out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Cleanup(func() { f.lab.Exec(context.Background(), host, "sh", "-c", fmt.Sprintf(daemon, "CONT")) })
+	t.Cleanup(func() { f.lab.Exec(context.Background(), host, "sh", "-c", resume) })
 	const note = "copy failed (the copy stalled: nothing crossed the connection for 30s), trying once more"
 	deadline = time.Now().Add(90 * time.Second)
 	for !strings.Contains(out.String(), note) {
@@ -374,7 +382,7 @@ func TestFaultCopyStallStopped(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	f.exec(host, fmt.Sprintf(daemon, "CONT")+" || true")
+	f.exec(host, resume)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("the second try failed: %v\n%s", err, out.String())
 	}
