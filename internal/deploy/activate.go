@@ -251,6 +251,9 @@ func (j *job) close() {
 		j.stopLocking()
 		j.awaitLock()
 	}
+	if j.dropRoot != nil {
+		j.dropRoot()
+	}
 	if j.lock != nil {
 		j.lock.Release()
 	}

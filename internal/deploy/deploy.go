@@ -277,6 +277,9 @@ type job struct {
 	selfRolledBack *target.Switched
 	done           bool // nothing more to do after this stage (boot, dry-activate)
 	res            Result
+	// dropRoot removes the garbage collector root of a system built on a
+	// build host or the target (nil: none).
+	dropRoot func()
 }
 
 func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o Options, src Source, b *buildState) Result {

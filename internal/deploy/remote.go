@@ -41,14 +41,21 @@ func (j *job) remoteBuild(ctx context.Context) *Failure {
 	if plat := bh.platforms(ctx); plat != nil && !plat.CanBuild(j.built.system) {
 		return lacksSystem(who, j.built.system, plat.String(), self)
 	}
+	root, f := j.gcRoot(ctx, bh, who)
+	if f != nil {
+		return f
+	}
 	if j.validOn(ctx, bh.sess, j.built.path) {
 		j.d.Report.Note(j.t.Name, "already built on "+bh.name)
+		if f := j.realise(ctx, bh, who, root, j.built.path); f != nil {
+			return f
+		}
 	} else {
 		j.d.Report.Note(j.t.Name, "building on "+bh.name+" (evaluated here)")
 		if f := j.sendDerivations(ctx, bh, who); f != nil {
 			return f
 		}
-		if f := j.realise(ctx, bh, who); f != nil {
+		if f := j.realise(ctx, bh, who, root, j.built.drv); f != nil {
 			return f
 		}
 	}
@@ -123,13 +130,61 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 		Remedy: "check the network and Nix there, then run again", Err: err}
 }
 
-// realise builds the derivation on the builder with `nix-store --realise`
-// (every Nix from 2.8 on), its progress streamed through a LogParser.
-func (j *job) realise(ctx context.Context, bh *buildHost, who string) *Failure {
+// gcRoot creates a private directory on the builder for the garbage
+// collector root that keeps the system there from the moment it is built
+// (or found) until this deployment ends: the copy from a build host, or
+// the activation on a target that built for itself, must not find it
+// collected by the builder's nix.gc.automatic or someone's
+// nix-collect-garbage in between. The job's close removes the directory;
+// the root in it then no longer counts (an indirect root whose link is
+// gone), and the target's profile holds what was activated.
+func (j *job) gcRoot(ctx context.Context, bh *buildHost, who string) (string, *Failure) {
+	dir, err := tempDir(ctx, bh.sess, "build")
+	if err != nil {
+		if f := j.deadBuilder(bh); f != nil {
+			return "", f
+		}
+		return "", &Failure{Section: trouble.RemoteBuild, Cause: "creating a private directory on " + who + ": " + target.Clean(err.Error(), 200),
+			Remedy: "check /tmp there (mktemp -d must work for " + bh.sess.User + ")", Err: err}
+	}
+	j.dropRoot = func() {
+		if j.deadBuilder(bh) != nil {
+			return // the directory stays: a root until /tmp is cleaned
+		}
+		// Bounded by the session's command limit, even after an interrupt.
+		_, _ = bh.sess.Run(context.Background(), "rm", "rm -rf "+run.Quote(dir), nil)
+	}
+	return dir + "/system", nil
+}
+
+// tempDir creates a private directory in the session's /tmp, named
+// /tmp/nixos-config-<kind>.XXXXXXXXXX (the name is checked before use).
+func tempDir(ctx context.Context, s *target.Session, kind string) (string, error) {
+	out, err := s.Run(ctx, "mktemp", "mktemp -d /tmp/nixos-config-"+kind+".XXXXXXXXXX", nil)
+	dir := strings.TrimSpace(out.Stdout)
+	if err != nil {
+		return "", err
+	}
+	if !tempDirRE.MatchString(dir) || !strings.HasPrefix(dir, "/tmp/nixos-config-"+kind+".") {
+		return "", fmt.Errorf("mktemp printed %q", target.Clean(dir, 100))
+	}
+	return dir, nil
+}
+
+var tempDirRE = regexp.MustCompile(`^/tmp/nixos-config-[a-z]+\.[A-Za-z0-9]{10}$`)
+
+// realise builds what (the system's derivation, or the system itself when
+// it is already valid there) on the builder with `nix-store --realise`
+// (every Nix from 2.8 on), its progress streamed through a LogParser, and
+// roots the system at root (an indirect root: any user of the daemon may
+// add one).
+func (j *job) realise(ctx context.Context, bh *buildHost, who, root, what string) *Failure {
 	name := j.t.Name
 	parser := &nix.LogParser{OnProgress: func(p nix.Progress) { j.d.Report.RemoteBuild(name, bh.name, p.BuildsDone, p.BuildsExpected) }}
 	out := &bounded{max: 64 << 10}
-	line := "nix-store " + run.ShellJoin(append(nix.RealiseArgs(), j.built.drv)...)
+	// With --add-root, Nix prints the root's name; readlink then names
+	// the system it holds. (--indirect: needed by Nix 2.8, ignored since.)
+	line := "nix-store " + run.ShellJoin(append(nix.RealiseArgs(), "--add-root", root, "--indirect", what)...) + " >/dev/null && readlink " + run.Quote(root)
 	// No time limit: a build takes what it takes. A dead connection is
 	// found by the keepalives, an interrupt closes the session (and the
 	// daemon then stops the build).
@@ -306,10 +361,9 @@ func (j *job) copyClosure(ctx context.Context, b *target.Bridge, paths []string,
 	if !ok {
 		return fail(errors.New("the connection to the build host " + bh.name + " cannot forward a socket"))
 	}
-	out, err := bh.sess.Run(ctx, "mktemp", "mktemp -d /tmp/nixos-config-copy.XXXXXXXXXX", nil)
-	dir := strings.TrimSpace(out.Stdout)
-	if err != nil || !copyDirRE.MatchString(dir) {
-		return fail(fmt.Errorf("creating a private directory on %s: %v %q", bh.name, err, target.Clean(dir, 100)))
+	dir, err := tempDir(ctx, bh.sess, "copy")
+	if err != nil {
+		return fail(fmt.Errorf("creating a private directory on %s: %w", bh.name, err))
 	}
 	defer bh.sess.Run(context.WithoutCancel(ctx), "rm", "rm -rf "+run.Quote(dir), nil)
 	sock := dir + "/nix.sock"
@@ -332,8 +386,6 @@ func (j *job) copyClosure(ctx context.Context, b *target.Bridge, paths []string,
 	_, err = bh.sess.Conn.Exec(ctx, sshx.Command{Line: line, Stdout: &bounded{max: 64 << 10}, Stderr: parser, Name: "nix copy"})
 	return err
 }
-
-var copyDirRE = regexp.MustCompile(`^/tmp/nixos-config-copy\.[A-Za-z0-9]{10}$`)
 
 // splice connects c to the unix socket at path, both ways, until either
 // side ends.

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/lab"
 	"github.com/monibahmed/nixos-config/internal/testutil"
 )
 
@@ -344,5 +345,44 @@ func TestCheckLintsBuild(t *testing.T) {
 	succeeds(t, check(t, dir, "-offline"))
 	if r := mage(t, dir, "targets"); !regexp.MustCompile(`media-center\s+\S+\s+monibahmed\s+x86_64-linux\s+target\s`).MatchString(r.Stdout) {
 		t.Errorf("mage targets:\n%s", r.Stdout)
+	}
+}
+
+// The system built on a build host is rooted there until the deployment
+// ends: a garbage collection on the build host (its nix.gc.automatic,
+// someone's nix-collect-garbage) between the build and the copy cannot
+// take it away. (During the copy, Nix's runtime roots, the command line of
+// the build host's `nix copy`, hold it anyway.) After the deployment the
+// root is gone again.
+func TestBuildHostRootsSystem(t *testing.T) {
+	f := newFixture(t)
+	const host, builder = "media-center", "dev-workstation"
+	makeForeign(t, f, host, 3)
+	playsForeign(t, f, builder)
+	setFacts(t, f, host, func(fa *inventory.Facts) { fa.Build = builder })
+	ctx := context.Background()
+	if err := f.lab.Shape(ctx, host, lab.Link{RateMbit: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.Shape(ctx, host, lab.Link{}) })
+	cmd, out := startMage(t, f, host+": copy", "deploy", host, "-", "-lab")
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// The builder's indirect roots (its own /nix) that point into a
+	// deployment's directory, and what they hold.
+	roots := f.exec(builder, `for l in /nix/var/nix/gcroots/auto/*; do r=$(readlink "$l"); case $r in /tmp/nixos-config-build.*) [ -L "$r" ] && echo "$r" "$(readlink "$r")";; esac; done; true`)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("deploy: %v\n%s", err, out.String())
+	}
+	system := f.current(host)
+	fields := strings.Fields(roots)
+	if f.generation(host) != 1 || len(fields) != 2 || fields[1] != system {
+		t.Fatalf("generation %d; the build host's roots into a deployment's directory during the copy: %q, want one holding %s\n%s", f.generation(host), roots, system, out.String())
+	}
+	if f.exec(builder, "test -e "+fields[0]+" && echo left || true") == "left" {
+		t.Errorf("the root %s is left on the build host after the deployment", fields[0])
+	}
+	f.exec(builder, "nix-store --gc >/dev/null 2>&1")
+	if validOn(f, builder, system) {
+		t.Errorf("the system is still rooted on the build host after the deployment: %s", f.exec(builder, "nix-store --query --roots "+system))
 	}
 }
