@@ -42,6 +42,13 @@ func (d *Deployer) Build(ctx context.Context, names []string, o Options) ([]Buil
 		out[i] = Built{Target: n, Path: r.path, ClosureSize: r.size}
 		if r.err != nil {
 			out[i].Err = r.err
+			if r.err.Section == trouble.Foreign {
+				// mage build builds here only: it has no -buildon, and
+				// target.json's "build" is the deployment's business.
+				f := *r.err
+				f.Remedy = fmt.Sprintf("mage build builds on this machine only: run it on a machine whose Nix builds that system, or deploy (mage deploy %s builds where targets/%s/target.json's \"build\" or -buildon says)", n, n)
+				out[i].Err = &f
+			}
 		}
 	}
 	return out, src, nil

@@ -133,6 +133,13 @@ func TestBuildOnTarget(t *testing.T) {
 		t.Fatalf("copied or activated:\n%s", r.Combined())
 	}
 
+	// mage build has no -buildon: its remedy says so.
+	r = f.mage("build:host", host, "-lab")
+	failsWith(t, r, "this machine builds x86_64-linux", "mage build builds on this machine only", "mage deploy "+host+" builds where")
+	if strings.Contains(r.Combined(), "-buildon=target for this run") {
+		t.Errorf("mage build's remedy names a flag mage build lacks:\n%s", r.Combined())
+	}
+
 	// -buildon=target: evaluated here, built there.
 	playsForeign(t, f, host)
 	rx := rxBytes(t, f, host)
