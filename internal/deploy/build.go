@@ -103,7 +103,7 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, 
 				}
 			}
 			if remote > 0 {
-				d.Report.Note("build", fmt.Sprintf("%d evaluated here, to be built on their targets or build hosts", remote))
+				d.Report.Note(SharedBuild, fmt.Sprintf("%d evaluated here, to be built on their targets or build hosts", remote))
 			}
 			d.Report.BuildFinished(len(b.results)-failed-remote, failed)
 		}()

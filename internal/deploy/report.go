@@ -36,6 +36,18 @@ const (
 	StatusRolledBack  Status = "rolled back"
 )
 
+// SharedBuild is the name notes about the fleet's shared build go under
+// (Reporter.Note): no target's name (a target may be called "build").
+const SharedBuild = "\x00build"
+
+// rowName is how a note's name prints.
+func rowName(name string) string {
+	if name == SharedBuild {
+		return "build"
+	}
+	return name
+}
+
 // Reporter shows progress.
 type Reporter interface {
 	Stage(target string, stage Stage)
@@ -228,7 +240,7 @@ func (r *PlainReporter) BuildFinished(ok, failed int) {
 }
 
 // Note implements Reporter.
-func (r *PlainReporter) Note(target, msg string) { r.P.Linef("%s: %s", target, msg) }
+func (r *PlainReporter) Note(target, msg string) { r.P.Linef("%s: %s", rowName(target), msg) }
 
 // Finished implements Reporter.
 func (r *PlainReporter) Finished(res Result) {
@@ -264,7 +276,7 @@ const fleetKey = "\x00fleet"
 func NewBoardReporter(b *ui.Board, p *ui.Printer, targets []string) *BoardReporter {
 	r := &BoardReporter{B: b, P: p, Total: len(targets)}
 	b.Bar(fleetKey, "fleet  ", int64(len(targets)), false)
-	b.Bar("\x00build", "build  ", -1, false)
+	b.Bar(SharedBuild, "build  ", -1, false)
 	for _, t := range targets {
 		b.Text(t, fmt.Sprintf("%-16s waiting", t))
 	}
@@ -290,8 +302,8 @@ func (r *BoardReporter) Progress(target string, done, total int64) {
 // BuildProgress implements Reporter.
 func (r *BoardReporter) BuildProgress(done, total int) {
 	if total > 0 {
-		r.B.Bar("\x00build", "build  ", int64(total), false)
-		r.B.Set("\x00build", int64(done))
+		r.B.Bar(SharedBuild, "build  ", int64(total), false)
+		r.B.Set(SharedBuild, int64(done))
 	}
 }
 
@@ -310,13 +322,13 @@ func (r *BoardReporter) BuildFinished(ok, failed int) {
 	if failed > 0 {
 		msg += ", " + r.P.Bad(fmt.Sprintf("%d failed", failed))
 	}
-	r.B.Text("\x00build", msg)
+	r.B.Text(SharedBuild, msg)
 }
 
 // Note implements Reporter: the note replaces the target's line until its
 // next stage or progress (lock waits, retries, hook output).
 func (r *BoardReporter) Note(target, msg string) {
-	r.B.Text(target, fmt.Sprintf("%-16s %s", target, r.P.Warning(truncate(msg, 100))))
+	r.B.Text(target, fmt.Sprintf("%-16s %s", rowName(target), r.P.Warning(truncate(msg, 100))))
 }
 
 func truncate(s string, n int) string {
