@@ -121,7 +121,7 @@ func (e *ErrManual) Error() string {
 	for _, t := range e.Missing {
 		cmds = append(cmds, filepath.Base(t.Command))
 	}
-	return fmt.Sprintf("this machine lacks %s, and %s: install them, on Debian/Ubuntu with `apt-get install --no-install-recommends %s`, elsewhere with your package manager (Nix, OpenSSH server and client, sudo, iproute2, util-linux, openssl, nftables, nmap, git, systemd-nspawn, mmdebstrap)",
+	return fmt.Sprintf("this machine lacks %s, and %s: install them, on Debian/Ubuntu with `apt-get install --no-install-recommends %s`, elsewhere with your package manager (Nix, OpenSSH server and client, sudo, iproute2, util-linux, openssl, nftables, nmap, git, fish, systemd-nspawn, mmdebstrap)",
 		strings.Join(cmds, ", "), e.Reason, strings.Join(packagesOf(e.Missing), " "))
 }
 

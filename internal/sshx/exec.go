@@ -121,7 +121,7 @@ func (c *Client) Start(ctx context.Context, line string) (*Proc, error) {
 		}
 	}
 	if err == nil {
-		err = sess.Start(line)
+		err = sess.Start(PosixLine(line))
 	}
 	if err != nil {
 		sess.Close()
@@ -327,4 +327,29 @@ func NewProc(host string, stdin io.WriteCloser, stdout, stderr io.Reader, wait f
 			}
 			return err
 		}}
+}
+
+// PosixLine wraps a command line (POSIX sh) for the target's login shell,
+// which sshd runs every command with ($SHELL -c <line>). That shell may be
+// no POSIX shell: users.users.<name>.shell = pkgs.fish is a common NixOS
+// setting. `exec /bin/sh -c '<line>'` means the same to sh, dash, bash,
+// zsh, ksh and fish: the line goes in single quotes, with every ' and \
+// outside them (fish reads \\ and \' inside single quotes as escapes; sh
+// does not). (/bin/sh exists on NixOS: environment.binsh.)
+func PosixLine(line string) string {
+	var b strings.Builder
+	b.Grow(len(line) + 24)
+	b.WriteString("exec /bin/sh -c '")
+	for i := 0; i < len(line); i++ { // bytes: the line need not be UTF-8
+		switch c := line[i]; c {
+		case '\'':
+			b.WriteString(`'\''`)
+		case '\\':
+			b.WriteString(`'\\'`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteString("'")
+	return b.String()
 }

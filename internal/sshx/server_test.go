@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,7 +169,7 @@ func (s *testServer) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		var p struct{ Cmd string }
 		ssh.Unmarshal(r.Payload, &p)
 		r.Reply(true, nil)
-		code := s.handle(p.Cmd, ch, ch, ch.Stderr())
+		code := s.handle(unwrapPosixLine(p.Cmd), ch, ch, ch.Stderr())
 		ch.CloseWrite()
 		st := make([]byte, 4)
 		binary.BigEndian.PutUint32(st, uint32(code))
@@ -194,4 +195,31 @@ func clientFiles(t *testing.T, key []byte, lines ...string) (string, string) {
 		t.Fatal(err)
 	}
 	return id, kh
+}
+
+// unwrapPosixLine undoes PosixLine (the client wraps every command for the
+// login shell), so that handlers see the command the caller gave.
+func unwrapPosixLine(cmd string) string {
+	rest, ok := strings.CutPrefix(cmd, "exec /bin/sh -c ")
+	if !ok {
+		return cmd
+	}
+	var b strings.Builder
+	for len(rest) > 0 {
+		switch {
+		case rest[0] == '\'':
+			end := strings.IndexByte(rest[1:], '\'')
+			if end < 0 {
+				return cmd
+			}
+			b.WriteString(rest[1 : 1+end])
+			rest = rest[2+end:]
+		case rest[0] == '\\' && len(rest) > 1:
+			b.WriteByte(rest[1])
+			rest = rest[2:]
+		default:
+			return cmd
+		}
+	}
+	return b.String()
 }

@@ -75,6 +75,13 @@ func (s *Session) ReadFacts(ctx context.Context) (Facts, error) {
 			f.Lab = v == "yes"
 		}
 	}
+	if !seen["hostname"] || !seen["sudo"] {
+		// The probe did not run as written: a login shell that does not
+		// take `exec /bin/sh -c '...'` (sshx.PosixLine), or startup files
+		// that replace the command.
+		return f, &Error{Section: trouble.TargetSetup, Cause: fmt.Sprintf("the preflight probe did not run on the target (it printed %q)", Clean(firstLines(out.Stdout+out.Stderr, 2), 160)),
+			Remedy: "check " + s.User + "'s login shell on the target (sh, bash, zsh and fish work; csh, tcsh and nushell do not) and that its startup files print nothing and run the command they are given"}
+	}
 	if !hostnameRE.MatchString(f.Hostname) {
 		return f, &Error{Section: trouble.TargetSetup, Cause: fmt.Sprintf("the target's host name %q is not a valid host name", Clean(f.Hostname, 80)),
 			Remedy: "check networking.hostName on the target (letters, digits, '-' and '.')"}
@@ -218,4 +225,13 @@ func ParseGeneration(link string) (int, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// firstLines is the first n lines of s, joined with " | ".
+func firstLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, " | ")
 }
