@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -290,6 +291,12 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	}
 	if ctx.Err() != nil {
 		return &copyError{Failure: &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}}
+	}
+	// The build host's side of a copy from there failed before the copy
+	// began (copyClosure): its own cause and remedy.
+	var bf *Failure
+	if errors.As(err, &bf) {
+		return &copyError{Failure: bf}
 	}
 	// A dead connection first: it also fails the sessions the bridge was
 	// opening (a sudo that "exited" without a status).

@@ -369,7 +369,11 @@ func (j *job) copyClosure(ctx context.Context, b *target.Bridge, paths []string,
 	sock := dir + "/nix.sock"
 	ln, err := fw.ListenUnix(sock)
 	if err != nil {
-		return fail(err)
+		if f := j.deadBuilder(bh); f != nil {
+			return fail(f)
+		}
+		return fail(&Failure{Section: trouble.RemoteBuild, Cause: fmt.Sprintf("the build host %s refused to forward a socket to this machine for the copy (%s)", bh.name, target.Clean(err.Error(), 120)),
+			Remedy: "allow it in the build host's sshd (AllowStreamLocalForwarding and DisableForwarding, in services.openssh.settings on NixOS) or build elsewhere (-buildon=target or -buildon=local); the target is unchanged", Err: err})
 	}
 	defer ln.Close()
 	go func() {

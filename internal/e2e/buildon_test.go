@@ -393,3 +393,23 @@ func TestBuildHostRootsSystem(t *testing.T) {
 		t.Errorf("the system is still rooted on the build host after the deployment: %s", f.exec(builder, "nix-store --query --roots "+system))
 	}
 }
+
+// A build host whose sshd forwards no sockets cannot hand the system over:
+// the failure names the sshd setting, and the target is unchanged.
+func TestBuildHostWithoutSocketForwarding(t *testing.T) {
+	f := newFixture(t)
+	const host, builder = "media-center", "dev-workstation"
+	makeForeign(t, f, host, 1)
+	playsForeign(t, f, builder)
+	setFacts(t, f, host, func(fa *inventory.Facts) { fa.Build = builder })
+	ctx := context.Background()
+	if err := f.lab.SSHDOption(ctx, builder, "AllowStreamLocalForwarding", "no"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.SSHDOption(ctx, builder, "AllowStreamLocalForwarding", "") })
+	r := f.mage("deploy", host, "-", "-lab")
+	failsWith(t, r, host+": copy: the build host dev-workstation refused to forward a socket to this machine", "AllowStreamLocalForwarding", "-buildon=target", "the target is unchanged")
+	if f.generation(host) != 0 {
+		t.Fatalf("generation %d", f.generation(host))
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -502,6 +503,36 @@ func (l *Lab) SetSSHPort(ctx context.Context, host string, port int) error {
 	}
 	return l.StartSSHD(ctx, host)
 }
+
+// SSHDOption sets an option of the host's sshd_config (replacing the
+// option's earlier line; value "" removes it) and restarts its sshd.
+func (l *Lab) SSHDOption(ctx context.Context, host, key, value string) error {
+	if !sshdKeyRE.MatchString(key) || strings.ContainsAny(value, "\n\r") {
+		return fmt.Errorf("invalid sshd option %q %q", key, value)
+	}
+	p, data, err := l.readHostFile(host, "var/lib/lab/sshd_config")
+	if err != nil {
+		return err
+	}
+	var kept []string
+	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		if !strings.HasPrefix(line, key+" ") {
+			kept = append(kept, line)
+		}
+	}
+	if value != "" {
+		kept = append(kept, key+" "+value)
+	}
+	if err := rewrite(p, strings.Join(kept, "\n")+"\n"); err != nil {
+		return err
+	}
+	if err := l.StopSSHD(ctx, host); err != nil {
+		return err
+	}
+	return l.StartSSHD(ctx, host)
+}
+
+var sshdKeyRE = regexp.MustCompile(`^[A-Za-z]+$`)
 
 // OnlySSHFrom makes the host drop SSH connections from every address but
 // from (e.g. the bastion's), like a target on a network only the jump host
