@@ -246,7 +246,8 @@ func probe(client *ssh.Client) (out []byte, cut bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if err := sess.Start(probeScript); err != nil {
+	// Through the login shell, whatever it is (sshx.PosixLine).
+	if err := sess.Start(sshx.PosixLine(probeScript)); err != nil {
 		return nil, false, err
 	}
 	out, err = io.ReadAll(io.LimitReader(stdout, MaxProbeOutput+1))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -41,6 +42,12 @@ func TestFishLoginShell(t *testing.T) {
 	}
 	r := f.mage("status", "-lab")
 	succeeds(t, r)
+	// discover's probe logs in through the same login shell.
+	r = f.mage("discover:subnet", "10.77.50.0/24", "-lab")
+	succeeds(t, r)
+	if !regexp.MustCompile(`10\.77\.50\.10\s+dev-workstation\s+dev-workstation \(by address\)\s+known\s+SHA256:\S+\s+yes, gen 2`).MatchString(r.Stdout) {
+		t.Errorf("discover did not read the host through fish:\n%s", r.Stdout)
+	}
 	// The command is POSIX sh, whatever the login shell.
 	r = f.mage("exec", host, `printf '<%s>' "a'b\\c" '$HOME'; echo " $((6*7))"`, "-lab")
 	succeeds(t, r)
