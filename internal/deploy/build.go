@@ -93,6 +93,9 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, 
 	go func() {
 		defer close(b.done)
 		defer func() {
+			if ctx.Err() != nil {
+				return // interrupted, or no longer needed: nothing to report
+			}
 			failed, remote := 0, 0
 			for _, r := range b.results {
 				switch {

@@ -158,7 +158,13 @@ func (d *Deployer) Run(ctx context.Context, targets []inventory.Target, o Option
 	for i, t := range targets {
 		names[i] = t.Name
 	}
-	b := d.startBuild(ctx, src.Flake, names, plan)
+	// The shared build serves the jobs only. Once they are over, a build
+	// still running (every target failed before it needed its system) is
+	// stopped and awaited: Nix then removes its temporary copy of the
+	// flake instead of being killed with this process.
+	bctx, stopBuild := context.WithCancel(ctx)
+	b := d.startBuild(bctx, src.Flake, names, plan)
+	defer func() { stopBuild(); <-b.done }()
 	defer b.hosts.close()
 	abandon, stop := abandonContext(ctx, o.Abandon)
 	defer stop()

@@ -319,3 +319,30 @@ func TestFailWrongMachine(t *testing.T) {
 		t.Fatalf("-force: media-center runs %s", cur)
 	}
 }
+
+// A deployment that fails before it needs its system (its preflight
+// fails) stops the shared build and waits for it: Nix removes its
+// temporary copy of the flake instead of being killed with the deployer,
+// and nothing is left in TMPDIR.
+func TestFailEarlyStopsBuildCleanly(t *testing.T) {
+	f := newFixture(t)
+	const host = "dev-workstation"
+	f.setConfig(host, `environment.etc."early".text = "`+unique()+`";`)
+	f.commit("new system")
+	setLoginShell(t, f, host, "/bin/true")
+	tmp, err := os.MkdirTemp("", "early-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	r := testutil.Run(t, f.repo, []string{"TMPDIR=" + tmp}, testutil.MageBinary(t), "deploy", host, "-", "-lab")
+	failsWith(t, r, host+": preflight:")
+	left, _ := os.ReadDir(tmp)
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	if len(names) > 0 {
+		t.Fatalf("left in TMPDIR: %v\n%s", names, r.Combined())
+	}
+}
