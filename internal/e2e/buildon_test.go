@@ -74,6 +74,15 @@ func unique() string {
 	return hex.EncodeToString(b)
 }
 
+// buildsOnForeignHost makes host an aarch64 target (makeForeign) whose
+// target.json builds it on builder, which plays an aarch64 machine.
+func buildsOnForeignHost(t *testing.T, f *fixture, host, builder string, mib int) {
+	t.Helper()
+	makeForeign(t, f, host, mib)
+	playsForeign(t, f, builder)
+	setFacts(t, f, host, func(fa *inventory.Facts) { fa.Build = builder })
+}
+
 // playsForeign gives a lab host extra-platforms = aarch64-linux for the test.
 func playsForeign(t *testing.T, f *fixture, host string) {
 	t.Helper()
@@ -364,9 +373,7 @@ func TestCheckLintsBuild(t *testing.T) {
 func TestBuildHostRootsSystem(t *testing.T) {
 	f := newFixture(t)
 	const host, builder = "media-center", "dev-workstation"
-	makeForeign(t, f, host, 3)
-	playsForeign(t, f, builder)
-	setFacts(t, f, host, func(fa *inventory.Facts) { fa.Build = builder })
+	buildsOnForeignHost(t, f, host, builder, 3)
 	ctx := context.Background()
 	if err := f.lab.Shape(ctx, host, lab.Link{RateMbit: 2}); err != nil {
 		t.Fatal(err)
@@ -399,9 +406,7 @@ func TestBuildHostRootsSystem(t *testing.T) {
 func TestBuildHostWithoutSocketForwarding(t *testing.T) {
 	f := newFixture(t)
 	const host, builder = "media-center", "dev-workstation"
-	makeForeign(t, f, host, 1)
-	playsForeign(t, f, builder)
-	setFacts(t, f, host, func(fa *inventory.Facts) { fa.Build = builder })
+	buildsOnForeignHost(t, f, host, builder, 1)
 	ctx := context.Background()
 	if err := f.lab.SSHDOption(ctx, builder, "AllowStreamLocalForwarding", "no"); err != nil {
 		t.Fatal(err)
