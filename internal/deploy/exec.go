@@ -17,7 +17,7 @@ import (
 
 // ExecOptions of Exec.
 type ExecOptions struct {
-	Command string // a shell command line, run by the SSH user's shell (sh -c as root with Sudo)
+	Command string // a shell command line, run by the target's /bin/sh (as root with Sudo)
 	Sudo    bool   // as root through sudo (the password only ever reaches sudo's prompt)
 	// Timeout bounds the command on each target (default DefaultExecTimeout).
 	Timeout time.Duration
