@@ -7,6 +7,7 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/nix"
+	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/target"
 	"github.com/monibahmed/nixos-config/internal/trouble"
 )
@@ -29,6 +30,12 @@ type buildHost struct {
 
 	platOnce sync.Once
 	plat     *nix.Platforms
+
+	// The run directory (workDir) and the command holding it.
+	dirOnce sync.Once
+	dir     string
+	dirErr  error
+	holder  *sshx.Proc
 }
 
 func newBuildHosts(d *Deployer) *buildHosts {
@@ -56,6 +63,7 @@ func (h *buildHosts) close() {
 	defer h.mu.Unlock()
 	for _, bh := range h.m {
 		if bh.sess != nil {
+			bh.releaseDir()
 			bh.sess.Close()
 		}
 	}

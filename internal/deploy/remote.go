@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/nix"
@@ -130,16 +131,16 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 		Remedy: "check the network and Nix there, then run again", Err: err}
 }
 
-// gcRoot creates a private directory on the builder for the garbage
-// collector root that keeps the system there from the moment it is built
-// (or found) until this deployment ends: the copy from a build host, or
-// the activation on a target that built for itself, must not find it
-// collected by the builder's nix.gc.automatic or someone's
-// nix-collect-garbage in between. The job's close removes the directory;
-// the root in it then no longer counts (an indirect root whose link is
-// gone), and the target's profile holds what was activated.
+// gcRoot names the garbage collector root that keeps the system on the
+// builder from the moment it is built (or found) until this deployment
+// ends: the copy from a build host, or the activation on a target that
+// built for itself, must not find it collected by the builder's
+// nix.gc.automatic or someone's nix-collect-garbage in between. The root
+// is a link in the builder's run directory (workDir); the job's close
+// removes it (the root then no longer counts: an indirect root whose link
+// is gone), and the target's profile holds what was activated.
 func (j *job) gcRoot(ctx context.Context, bh *buildHost, who string) (string, *Failure) {
-	dir, err := tempDir(ctx, bh.sess, "build")
+	dir, err := bh.workDir(ctx)
 	if err != nil {
 		if f := j.deadBuilder(bh); f != nil {
 			return "", f
@@ -147,31 +148,96 @@ func (j *job) gcRoot(ctx context.Context, bh *buildHost, who string) (string, *F
 		return "", &Failure{Section: trouble.RemoteBuild, Cause: "creating a private directory on " + who + ": " + target.Clean(err.Error(), 200),
 			Remedy: "check /tmp there (mktemp -d must work for " + bh.sess.User + ")", Err: err}
 	}
+	root := dir + "/" + j.t.Name + ".system"
 	j.dropRoot = func() {
+		if bh.name == j.t.Name {
+			bh.releaseDir() // the target's own connection: this job's alone
+			return
+		}
 		if j.deadBuilder(bh) != nil {
-			return // the directory stays: a root until /tmp is cleaned
+			return // the run directory's holder removes it (see workDir)
 		}
 		// Bounded by the session's command limit, even after an interrupt.
-		_, _ = bh.sess.Run(context.Background(), "rm", "rm -rf "+run.Quote(dir), nil)
+		_, _ = bh.sess.Run(context.Background(), "rm", "rm -f "+run.Quote(root), nil)
 	}
-	return dir + "/system", nil
+	return root, nil
 }
 
-// tempDir creates a private directory in the session's /tmp, named
-// /tmp/nixos-config-<kind>.XXXXXXXXXX (the name is checked before use).
-func tempDir(ctx context.Context, s *target.Session, kind string) (string, error) {
-	out, err := s.Run(ctx, "mktemp", "mktemp -d /tmp/nixos-config-"+kind+".XXXXXXXXXX", nil)
-	dir := strings.TrimSpace(out.Stdout)
+// holdScript creates the run directory, prints its name, and removes it
+// when its input ends: when the deployer closes it, and when the deployer
+// is gone (a killed deployer's connection ends; sshd then closes the
+// command's input, and a command without a terminal is not signalled).
+const holdScript = `d=$(mktemp -d /tmp/nixos-config-run.XXXXXXXXXX) || exit 1
+printf '%s\n' "$d"
+cat >/dev/null
+rm -rf "$d"`
+
+// workDir is this run's private directory on the builder (mode 0700, from
+// mktemp), made once per connection: the roots of the systems built there
+// and the copy's socket live in it. A command holding it runs until the
+// run ends (releaseDir) or the connection does, and then removes it, so
+// even a deployer killed with SIGKILL leaves no root behind.
+func (bh *buildHost) workDir(ctx context.Context) (string, error) {
+	bh.dirOnce.Do(func() { bh.dir, bh.holder, bh.dirErr = holdDir(ctx, bh.sess) })
+	return bh.dir, bh.dirErr
+}
+
+// releaseDir ends the command holding the run directory, which removes it.
+func (bh *buildHost) releaseDir() {
+	bh.dirOnce.Do(func() { bh.dirErr = errors.New("released") })
+	if bh.holder == nil {
+		return
+	}
+	p := bh.holder
+	bh.holder = nil
+	_ = p.Stdin.Close()
+	done := make(chan struct{})
+	go func() { _ = p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(bh.sess.Limits.Command):
+	}
+	_ = p.Close()
+}
+
+func holdDir(ctx context.Context, s *target.Session) (string, *sshx.Proc, error) {
+	p, err := s.Conn.Start(ctx, holdScript)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if !tempDirRE.MatchString(dir) || !strings.HasPrefix(dir, "/tmp/nixos-config-"+kind+".") {
-		return "", fmt.Errorf("mktemp printed %q", target.Clean(dir, 100))
+	go func() { _, _ = io.Copy(io.Discard, io.LimitReader(p.Stderr, 64<<10)) }()
+	line := make(chan string, 1)
+	go func() {
+		// The directory's name: one short line (read byte by byte, bounded).
+		var b []byte
+		one := make([]byte, 1)
+		for len(b) < 128 {
+			if n, err := p.Stdout.Read(one); n == 0 || err != nil || one[0] == '\n' {
+				break
+			}
+			b = append(b, one[0])
+		}
+		line <- string(b)
+		_, _ = io.Copy(io.Discard, io.LimitReader(p.Stdout, 64<<10))
+	}()
+	var dir string
+	select {
+	case dir = <-line:
+	case <-ctx.Done():
+		p.Close()
+		return "", nil, fmt.Errorf("interrupted: %w", ctx.Err())
+	case <-time.After(s.Limits.Command):
+		p.Close()
+		return "", nil, fmt.Errorf("mktemp -d did not answer within %v", s.Limits.Command)
 	}
-	return dir, nil
+	if !runDirRE.MatchString(dir) {
+		p.Close()
+		return "", nil, fmt.Errorf("mktemp printed %q", target.Clean(dir, 100))
+	}
+	return dir, p, nil
 }
 
-var tempDirRE = regexp.MustCompile(`^/tmp/nixos-config-[a-z]+\.[A-Za-z0-9]{10}$`)
+var runDirRE = regexp.MustCompile(`^/tmp/nixos-config-run\.[A-Za-z0-9]{10}$`)
 
 // realise builds what (the system's derivation, or the system itself when
 // it is already valid there) on the builder with `nix-store --realise`
@@ -361,12 +427,16 @@ func (j *job) copyClosure(ctx context.Context, b *target.Bridge, paths []string,
 	if !ok {
 		return fail(errors.New("the connection to the build host " + bh.name + " cannot forward a socket"))
 	}
-	dir, err := tempDir(ctx, bh.sess, "copy")
+	dir, err := bh.workDir(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("creating a private directory on %s: %w", bh.name, err))
 	}
-	defer bh.sess.Run(context.WithoutCancel(ctx), "rm", "rm -rf "+run.Quote(dir), nil)
-	sock := dir + "/nix.sock"
+	sock := dir + "/" + j.t.Name + ".sock"
+	defer func() {
+		if j.deadBuilder(bh) == nil {
+			_, _ = bh.sess.Run(context.WithoutCancel(ctx), "rm", "rm -f "+run.Quote(sock), nil)
+		}
+	}()
 	ln, err := fw.ListenUnix(sock)
 	if err != nil {
 		if f := j.deadBuilder(bh); f != nil {

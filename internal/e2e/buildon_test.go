@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/lab"
@@ -383,7 +384,7 @@ func TestBuildHostRootsSystem(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill() })
 	// The builder's indirect roots (its own /nix) that point into a
 	// deployment's directory, and what they hold.
-	roots := f.exec(builder, `for l in /nix/var/nix/gcroots/auto/*; do r=$(readlink "$l"); case $r in /tmp/nixos-config-build.*) [ -L "$r" ] && echo "$r" "$(readlink "$r")";; esac; done; true`)
+	roots := f.exec(builder, `for l in /nix/var/nix/gcroots/auto/*; do r=$(readlink "$l"); case $r in /tmp/nixos-config-run.*) [ -L "$r" ] && echo "$r" "$(readlink "$r")";; esac; done; true`)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("deploy: %v\n%s", err, out.String())
 	}
@@ -395,9 +396,56 @@ func TestBuildHostRootsSystem(t *testing.T) {
 	if f.exec(builder, "test -e "+fields[0]+" && echo left || true") == "left" {
 		t.Errorf("the root %s is left on the build host after the deployment", fields[0])
 	}
+	if left := runDirs(f, builder); left != "" {
+		t.Errorf("the deployment's directory is left on the build host: %s", left)
+	}
 	f.exec(builder, "nix-store --gc >/dev/null 2>&1")
 	if validOn(f, builder, system) {
 		t.Errorf("the system is still rooted on the build host after the deployment: %s", f.exec(builder, "nix-store --query --roots "+system))
+	}
+}
+
+// runDirs lists the deployments' directories on a lab host (its /tmp).
+func runDirs(f *fixture, host string) string {
+	return f.exec(host, "ls -d /tmp/nixos-config-run.* 2>/dev/null || true")
+}
+
+// A deployer killed during the copy from a build host leaves no root
+// there: the directory holding it ends with the deployer's connection.
+func TestBuildHostKilledDeployerLeavesNoRoot(t *testing.T) {
+	f := newFixture(t)
+	const host, builder = "media-center", "dev-workstation"
+	buildsOnForeignHost(t, f, host, builder, 3)
+	ctx := context.Background()
+	if err := f.lab.Shape(ctx, host, lab.Link{RateMbit: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.Shape(ctx, host, lab.Link{}) })
+	cmd, out := startMage(t, f, host+": copy", "deploy", host, "-", "-lab")
+	t.Cleanup(func() { cmd.Process.Kill() })
+	during := runDirs(f, builder)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if during == "" {
+		t.Fatalf("no deployment directory on the build host during the copy:\n%s", out.String())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for runDirs(f, builder) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed deployer's directory stays on the build host: %s (roots: %s)", runDirs(f, builder),
+				f.exec(builder, "ls -l /nix/var/nix/gcroots/auto/ 2>&1"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if f.generation(host) != 0 {
+		t.Fatalf("generation %d after a deployer killed during the copy", f.generation(host))
+	}
+	f.lab.Shape(ctx, host, lab.Link{})
+	succeeds(t, f.mage("deploy", host, "-", "-lab"))
+	if f.generation(host) != 1 || runDirs(f, builder) != "" {
+		t.Fatalf("generation %d, directories left on the build host: %q", f.generation(host), runDirs(f, builder))
 	}
 }
 
