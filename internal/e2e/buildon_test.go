@@ -150,6 +150,14 @@ func TestBuildOnTarget(t *testing.T) {
 		t.Errorf("mage build's remedy names a flag mage build lacks:\n%s", r.Combined())
 	}
 
+	// A target that cannot build its own system either: named, nothing
+	// sent, the remedy points at target.json's "system" and build hosts.
+	r = f.mage("deploy", host, "-", "-lab", "-buildon=target")
+	failsWith(t, r, host+": build: the target media-center cannot build aarch64-linux systems", `check "system" in the target's target.json`, "nothing was copied", "remote-builds")
+	if strings.Contains(r.Stdout, "derivations sent") || f.generation(host) != 0 {
+		t.Fatalf("sent or activated:\n%s", r.Combined())
+	}
+
 	// -buildon=target: evaluated here, built there.
 	playsForeign(t, f, host)
 	rx := rxBytes(t, f, host)
@@ -402,6 +410,27 @@ func TestBuildHostRootsSystem(t *testing.T) {
 	f.exec(builder, "nix-store --gc >/dev/null 2>&1")
 	if validOn(f, builder, system) {
 		t.Errorf("the system is still rooted on the build host after the deployment: %s", f.exec(builder, "nix-store --query --roots "+system))
+	}
+}
+
+// A build that fails on a build host: one line naming the builder and the
+// derivation, the builder's log below it, the target unchanged.
+func TestBuildFailsOnBuildHost(t *testing.T) {
+	f := newFixture(t)
+	const host, builder = "media-center", "dev-workstation"
+	buildsOnForeignHost(t, f, host, builder, 1)
+	f.setConfig(host, `lab.simulate.build.failure = "simulated: remote make: *** [all] Error 2";`)
+	f.commit("broken on the build host")
+	r := f.mage("deploy", host, "-", "-lab")
+	failsWith(t, r, "simulated: remote make: *** [all] Error 2", "fix the package or configuration")
+	if !regexp.MustCompile(`media-center: build: build failed on dev-workstation: [^\n]*/nix/store/[0-9a-z]{32}-nixos-system-media-center-[^\n]*\.drv[^\n]*exit code 1`).MatchString(r.Stdout) {
+		t.Errorf("the build failure is not one line naming the build host, the derivation and the exit code:\n%s", r.Stdout)
+	}
+	if strings.Contains(r.Stdout, host+": copy") || f.generation(host) != 0 {
+		t.Fatalf("copied or activated:\n%s", r.Combined())
+	}
+	if left := runDirs(f, builder); left != "" {
+		t.Errorf("the deployment's directory is left on the build host: %s", left)
 	}
 }
 
