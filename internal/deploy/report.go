@@ -268,6 +268,7 @@ type BoardReporter struct {
 
 	mu       sync.Mutex
 	finished int
+	final    map[string]string // finished targets' lines
 }
 
 const fleetKey = "\x00fleet"
@@ -327,7 +328,15 @@ func (r *BoardReporter) BuildFinished(ok, failed int) {
 
 // Note implements Reporter: the note replaces the target's line until its
 // next stage or progress (lock waits, retries, hook output).
+// A note about a finished target (its hook's output) follows its result.
 func (r *BoardReporter) Note(target, msg string) {
+	r.mu.Lock()
+	final, done := r.final[target]
+	r.mu.Unlock()
+	if done {
+		r.B.Text(target, final+"  "+r.P.Warning(truncate(msg, 80)))
+		return
+	}
 	r.B.Text(target, fmt.Sprintf("%-16s %s", rowName(target), r.P.Warning(truncate(msg, 100))))
 }
 
@@ -350,7 +359,14 @@ func (r *BoardReporter) Finished(res Result) {
 	if res.Status != StatusOK {
 		state = r.P.Bad(string(res.Status))
 	}
-	r.B.Text(res.Target, fmt.Sprintf("%-16s %s %s", res.Target, state, res.Duration.Round(100*time.Millisecond)))
+	line := fmt.Sprintf("%-16s %s %s", res.Target, state, res.Duration.Round(100*time.Millisecond))
+	r.mu.Lock()
+	if r.final == nil {
+		r.final = map[string]string{}
+	}
+	r.final[res.Target] = line
+	r.mu.Unlock()
+	r.B.Text(res.Target, line)
 }
 
 // Pause implements Reporter.

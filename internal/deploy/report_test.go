@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
@@ -31,5 +32,22 @@ func TestSharedBuildNoteIsNoTargetsRow(t *testing.T) {
 	last := frames[len(frames)-1]
 	if !strings.Contains(last, "target note") || !strings.Contains(last, "shared note") || strings.Contains(last, "\x00") {
 		t.Fatalf("the board lost a row or printed the key: %q", last)
+	}
+}
+
+// A hook's note about a finished target keeps the target's result on its
+// row of the board.
+func TestBoardNoteAfterFinishedKeepsResult(t *testing.T) {
+	var screen bytes.Buffer
+	b := ui.NewBoard(&screen, false)
+	br := NewBoardReporter(b, ui.New(&bytes.Buffer{}), []string{"lab-server"})
+	br.Stage("lab-server", StageActivate)
+	br.Finished(Result{Target: "lab-server", Status: StatusOK, Duration: 5200 * time.Millisecond})
+	br.Note("lab-server", "hook: notified")
+	b.Stop()
+	frames := regexp.MustCompile(`\x1b\[\d+A`).Split(screen.String(), -1)
+	last := frames[len(frames)-1]
+	if !regexp.MustCompile(`lab-server\s+ok 5.2s\s+hook: notified`).MatchString(last) {
+		t.Fatalf("the hook's note replaced the target's result: %q", last)
 	}
 }
