@@ -109,6 +109,11 @@ func TestAnalysisNamesTheLinkLimit(t *testing.T) {
 	if a := r.analysis(); !strings.Contains(a, "the link is the limit") || !strings.Contains(a, "5.48 s") {
 		t.Errorf("analysis:\n%s", a)
 	}
+	// The copy alone fits, but not after the evaluation that precedes it.
+	r.Fleet[0].Ceiling = 5.45
+	if a := r.analysis(); !strings.Contains(a, "the link is the limit") || !strings.Contains(a, "together 5.50 s") {
+		t.Errorf("analysis:\n%s", a)
+	}
 	r.Fleet[0].Ceiling = 5.0
 	if a := r.analysis(); strings.Contains(a, "the link is the limit") {
 		t.Errorf("a reachable goal blamed on the link:\n%s", a)

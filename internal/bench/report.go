@@ -188,9 +188,9 @@ func (r *Report) analysis() string {
 			fmt.Fprintf(&b, "- N=1: deployAll spends %.2f s more than the bare commands: the work they skip (SSH preflight with host key, sudo and disk checks, the target lock, the deployment history, verification over a new connection, health checks).\n",
 				f.Mage.Median-f.Baseline.Median)
 		}
-		if f.N == 1 && f.Ceiling > 0 && f.Ceiling > sequentialGoal*f.Baseline.Median {
-			fmt.Fprintf(&b, "- N=1: %s of the sequential baseline is %.2f s, but the bare `nix copy` alone (lab ceiling) takes %.2f s: the link is the limit, and nothing that sends the same bytes over it gets there. deployAll's work besides the copy is %.2f s (evaluation %.2f s of it); the baseline's %.2f s.\n",
-				ratioGoal(sequentialGoal), sequentialGoal*f.Baseline.Median, f.Ceiling, f.Mage.Median-f.Ceiling, f.Eval, f.Baseline.Median-f.Ceiling)
+		if f.N == 1 && f.Ceiling > 0 && f.Ceiling+f.Eval > sequentialGoal*f.Baseline.Median {
+			fmt.Fprintf(&b, "- N=1: %s of the sequential baseline is %.2f s, but the bare `nix copy` alone (lab ceiling) takes %.2f s, and evaluating the system, which must come before any copy, %.2f s: together %.2f s, over the goal before any SSH check, lock, activation or verification: the link is the limit, and nothing that sends the same bytes over it gets there. deployAll's work besides the copy is %.2f s (evaluation included); the baseline's %.2f s.\n",
+				ratioGoal(sequentialGoal), sequentialGoal*f.Baseline.Median, f.Ceiling, f.Eval, f.Ceiling+f.Eval, f.Mage.Median-f.Ceiling, f.Baseline.Median-f.Ceiling)
 		}
 		if f.Ceiling <= 0 || f.N < 2 {
 			continue
