@@ -156,3 +156,40 @@ func shellWords(line string) []string {
 	}
 	return words
 }
+
+// The quick start's commands (the demo, the tests) each have a form that
+// runs them as root with the caller's PATH: sudo's secure_path and the PATH
+// of `sudo -i` lack /usr/local/go/bin, so `sudo go …` finds no Go.
+func TestReadmeSudoKeepsGoOnPath(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	_, quick, ok := strings.Cut(readme, "## Quick start")
+	if !ok {
+		t.Fatal("the README has no quick start section")
+	}
+	quick, _, _ = strings.Cut(quick, "\n## ")
+	var cmds []string
+	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(quick, -1) {
+		for _, line := range strings.Split(m[1], "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				cmds = append(cmds, line)
+			}
+		}
+	}
+	if len(cmds) != 2 {
+		t.Fatalf("the quick start's commands: %q, want the demo and the tests", cmds)
+	}
+	// The README wraps lines: compare with single spaces.
+	flat := strings.Join(strings.Fields(readme), " ")
+	for _, c := range cmds {
+		if want := `sudo env PATH="$PATH" ` + c; !strings.Contains(flat, want) {
+			t.Errorf("the README does not say how to run %q as root: want `%s`", c, want)
+		}
+	}
+	if !strings.Contains(flat, "export PATH=/usr/local/go/bin:$PATH") {
+		t.Error("the README does not say how to find Go in a root shell (sudo -i)")
+	}
+}
