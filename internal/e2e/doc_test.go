@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -191,5 +192,65 @@ func TestReadmeSudoKeepsGoOnPath(t *testing.T) {
 	}
 	if !strings.Contains(flat, "export PATH=/usr/local/go/bin:$PATH") {
 		t.Error("the README does not say how to find Go in a root shell (sudo -i)")
+	}
+}
+
+// docs/ci.md stays true to .ci/run: the suites it runs by default, every
+// package of its race step, and one result line in the form the lead
+// updates after each full run.
+func TestCIDocMatchesScript(t *testing.T) {
+	root := testutil.RepoRoot(t)
+	script, err := os.ReadFile(filepath.Join(root, ".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "ci.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "(docs/ci.md)") {
+		t.Error("the README does not link docs/ci.md")
+	}
+	m := regexp.MustCompile(`suites=\(([a-z ]+)\)`).FindStringSubmatch(string(script))
+	if m == nil {
+		t.Fatal(".ci/run names no default suites")
+	}
+	for _, s := range strings.Fields(m[1]) {
+		if !regexp.MustCompile(`\| ` + s + ` \| 2\.\d+\.\d+ \|`).Match(doc) {
+			t.Errorf("docs/ci.md lacks the suite %s and its Nix version", s)
+		}
+	}
+	// The race step's command, with its continuation lines.
+	_, race, _ := strings.Cut(string(script), "go test -race")
+	lines := strings.SplitAfter(race, "\n")
+	for i, l := range lines {
+		if !strings.HasSuffix(l, "\\\n") {
+			race = strings.Join(lines[:i+1], "")
+			break
+		}
+	}
+	pkgs := regexp.MustCompile(`\./(internal/[a-z/.]+?)/?(?:\s|$)`).FindAllStringSubmatch(race, -1)
+	if len(pkgs) < 5 {
+		t.Fatalf("the race step's packages: %q", race)
+	}
+	for _, p := range pkgs {
+		if !strings.Contains(string(doc), "`"+p[1]+"`") {
+			t.Errorf("docs/ci.md does not list the race step's package %s", p[1])
+		}
+	}
+	res := regexp.MustCompile(`(?m)^on [0-9a-f]{7,40}: (\d+) passed, (\d+) failed, (\d+) skipped per suite \((\d+) total\), \d+ s$`).FindAllSubmatch(doc, -1)
+	if len(res) != 1 {
+		t.Fatalf("docs/ci.md has %d result lines, want 1 (on <commit>: N passed, F failed, S skipped per suite (T total), D s)", len(res))
+	}
+	var n [4]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(string(res[0][i+1]))
+	}
+	if n[3] != len(strings.Fields(m[1]))*(n[0]+n[1]+n[2]) {
+		t.Errorf("docs/ci.md: the total %d is not %d suites of %d tests", n[3], len(strings.Fields(m[1])), n[0]+n[1]+n[2])
 	}
 }
