@@ -85,7 +85,7 @@ func newDeployer(e *env, f *fleet, reporter deploy.Reporter, o deploy.Options) *
 	return &deploy.Deployer{
 		Root:   e.root,
 		Runner: e.runner,
-		Nix:    nix.Nix{Runner: e.runner},
+		Nix:    nix.New(e.runner),
 		Git:    gitx.Git{Runner: e.runner, Dir: e.root},
 		Connector: deploy.SSHConnector{KnownHosts: f.knownHosts, Identities: f.identities, Timeout: o.ConnectTimeout,
 			Keepalive: sshx.Keepalive{DeadAfter: o.DeadPeer}},

@@ -49,7 +49,7 @@ func (r *runner) copyMethods(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	n := nix.Nix{Runner: r.ex}
+	n := nix.New(r.ex)
 	closures, err := n.Closures(ctx, paths)
 	if err != nil {
 		return err

@@ -171,10 +171,15 @@ func (j *job) missing(ctx context.Context) (map[string]int64, int64, int64, erro
 		query = "NIX_REMOTE=daemon " + query
 	}
 	out, err := j.sess.Run(ctx, "nix-store --check-validity", target.FreeProbe+"; "+query, strings.NewReader(list.String()))
+	first, rest, _ := strings.Cut(out.Stdout, "\n")
 	if err != nil {
+		// The free space was printed before the query: a daemon that
+		// hung up on a full /nix (Nix 2.34) is told by it.
+		if free, perr := target.ParseFree(first); perr == nil {
+			j.free = free
+		}
 		return nil, 0, -1, j.nixRemoteFailure(err, out.Stderr)
 	}
-	first, rest, _ := strings.Cut(out.Stdout, "\n")
 	free, err := target.ParseFree(first)
 	if err != nil {
 		return nil, 0, -1, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -127,6 +128,12 @@ func prevGen1(t *targettest.Target) {
 // The stage decisions, in process against a scripted target: rollback or
 // not, the lock, retries, interrupts.
 func TestStageDecisions(t *testing.T) {
+	// Nix 2.34's answer to the query for missing paths on a full /nix: its
+	// daemon hangs up (recorded in a lab host with a 1 MiB /nix).
+	hangUp, err := os.ReadFile("../nix/testdata/2.34.8/check-validity-diskfull-1m.stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name    string
 		setup   func(*targettest.Target, *Options, *fakeNix, *fakeConnector, context.CancelFunc)
@@ -181,6 +188,14 @@ func TestStageDecisions(t *testing.T) {
 			prevGen1(ft)
 			n.copyErrs = []error{errors.New("cannot add path because it lacks a signature by a trusted key")}
 		}, status: StatusFailed, gen: 1, cause: "refuses unsigned paths", section: trouble.TrustedUsers, copies: 1},
+		{name: "full /nix: Nix 2.34's daemon hangs up on the query: the disk remedy", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
+			prevGen1(ft)
+			ft.FreeKB, ft.QueryStderr = 0, string(hangUp)
+		}, status: StatusFailed, gen: 1, cause: "the target's /nix is full: free space on the target (sudo nix-collect-garbage", section: trouble.DiskSpace},
+		{name: "the daemon hangs up with space to spare: the daemon remedy", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
+			prevGen1(ft)
+			ft.QueryStderr = string(hangUp)
+		}, status: StatusFailed, gen: 1, cause: "the target's nix-daemon disconnected", section: trouble.TargetSetup},
 		{name: "interrupted during the copy: nothing activated", setup: func(ft *targettest.Target, _ *Options, n *fakeNix, _ *fakeConnector, cancel context.CancelFunc) {
 			prevGen1(ft)
 			n.onCopy = cancel

@@ -223,6 +223,43 @@ func TestFailDiskFull(t *testing.T) {
 	}
 }
 
+// A /nix with no byte free (1 MiB, filled). Depending on the version, Nix's
+// query for missing paths names the full disk ("database or disk is
+// full"), or answers and the measured free space stops the copy, or (Nix
+// 2.34) the daemon hangs up ("read of 32768 bytes: Connection reset by
+// peer") and the free space printed before the query tells the full disk
+// from a crashed daemon. Always: the disk remedy, never the daemon's
+// journal.
+func TestFailDiskCompletelyFull(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	current := f.current("lab-server")
+	if err := f.lab.LimitDisk(ctx, "lab-server", 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.lab.LimitDisk(ctx, "lab-server", 0); err != nil {
+			t.Error(err)
+		}
+	})
+	// Whatever room the daemon's start left is taken.
+	f.exec("lab-server", "cat /dev/zero > /nix/fill 2>/dev/null || true")
+	if free := f.exec("lab-server", "df -Pk /nix/store | awk 'NR==2 {print $4}'"); free != "0" {
+		t.Fatalf("/nix has %s KiB free, want 0", free)
+	}
+	r := f.mage("deploy", "lab-server", "-", "-lab")
+	failsWith(t, r, "lab-server: copy: ", "nix-collect-garbage")
+	if line := testutil.ErrorLine(r); !regexp.MustCompile(`lab-server: copy: (not enough disk space on the target's /nix: [^:]*, 0 B are free|the target's /nix is full)`).MatchString(line) {
+		t.Errorf("the error does not name the full disk: %q", line)
+	}
+	if strings.Contains(r.Combined(), "journalctl") {
+		t.Errorf("a full disk is reported as a daemon failure:\n%s", r.Combined())
+	}
+	if f.generation("lab-server") != 0 || f.current("lab-server") != current {
+		t.Errorf("deployed to a full disk: generation %d, current system %q (was %q)", f.generation("lab-server"), f.current("lab-server"), current)
+	}
+}
+
 func TestFailEvaluationBuildAndActivation(t *testing.T) {
 	f := newFixture(t)
 	testutil.Edit(t, f.repo, "targets/lab-server/configuration.nix", "port = 8888;", `port = 8888 + "x";`)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -155,4 +156,101 @@ func shellWords(line string) []string {
 		words = append(words, cur.String())
 	}
 	return words
+}
+
+// The quick start's commands (the demo, the tests) each have a form that
+// runs them as root with the caller's PATH: sudo's secure_path and the PATH
+// of `sudo -i` lack /usr/local/go/bin, so `sudo go …` finds no Go.
+func TestReadmeSudoKeepsGoOnPath(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	_, quick, ok := strings.Cut(readme, "## Quick start")
+	if !ok {
+		t.Fatal("the README has no quick start section")
+	}
+	quick, _, _ = strings.Cut(quick, "\n## ")
+	var cmds []string
+	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(quick, -1) {
+		for _, line := range strings.Split(m[1], "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				cmds = append(cmds, line)
+			}
+		}
+	}
+	if len(cmds) != 2 {
+		t.Fatalf("the quick start's commands: %q, want the demo and the tests", cmds)
+	}
+	// The README wraps lines: compare with single spaces.
+	flat := strings.Join(strings.Fields(readme), " ")
+	for _, c := range cmds {
+		if want := `sudo env PATH="$PATH" ` + c; !strings.Contains(flat, want) {
+			t.Errorf("the README does not say how to run %q as root: want `%s`", c, want)
+		}
+	}
+	if !strings.Contains(flat, "export PATH=/usr/local/go/bin:$PATH") {
+		t.Error("the README does not say how to find Go in a root shell (sudo -i)")
+	}
+}
+
+// docs/ci.md stays true to .ci/run: the suites it runs by default, every
+// package of its race step, and one result line in the form the lead
+// updates after each full run.
+func TestCIDocMatchesScript(t *testing.T) {
+	root := testutil.RepoRoot(t)
+	script, err := os.ReadFile(filepath.Join(root, ".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "ci.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "(docs/ci.md)") {
+		t.Error("the README does not link docs/ci.md")
+	}
+	m := regexp.MustCompile(`suites=\(([a-z ]+)\)`).FindStringSubmatch(string(script))
+	if m == nil {
+		t.Fatal(".ci/run names no default suites")
+	}
+	for _, s := range strings.Fields(m[1]) {
+		if !regexp.MustCompile(`\| ` + s + ` \| 2\.\d+\.\d+ \|`).Match(doc) {
+			t.Errorf("docs/ci.md lacks the suite %s and its Nix version", s)
+		}
+	}
+	// The race step's command, with its continuation lines.
+	_, race, _ := strings.Cut(string(script), "go test -race")
+	lines := strings.SplitAfter(race, "\n")
+	for i, l := range lines {
+		if !strings.HasSuffix(l, "\\\n") {
+			race = strings.Join(lines[:i+1], "")
+			break
+		}
+	}
+	pkgs := regexp.MustCompile(`\./(internal/[a-z/.]+?)/?(?:\s|$)`).FindAllStringSubmatch(race, -1)
+	if len(pkgs) < 5 {
+		t.Fatalf("the race step's packages: %q", race)
+	}
+	for _, p := range pkgs {
+		if !strings.Contains(string(doc), "`"+p[1]+"`") {
+			t.Errorf("docs/ci.md does not list the race step's package %s", p[1])
+		}
+	}
+	res := regexp.MustCompile(`(?m)^on [0-9a-f]{7,40}: (\d+) passed, (\d+) failed, (\d+) skipped per suite \((\d+) total\), \d+ s$`).FindAllSubmatch(doc, -1)
+	if len(res) != 1 {
+		t.Fatalf("docs/ci.md has %d result lines, want 1 (on <commit>: N passed, F failed, S skipped per suite (T total), D s)", len(res))
+	}
+	var n [4]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(string(res[0][i+1]))
+	}
+	if n[3] != len(strings.Fields(m[1]))*(n[0]+n[1]+n[2]) {
+		t.Errorf("docs/ci.md: the total %d is not %d suites of %d tests", n[3], len(strings.Fields(m[1])), n[0]+n[1]+n[2])
+	}
 }

@@ -120,10 +120,17 @@ func (f *fixture) journal(host, unit string) string {
 // one's activation unit is nixos-config-<id>.service).
 func (f *fixture) deployIDs(host string) []string {
 	f.t.Helper()
+	return f.historyIDs(host, "deploy")
+}
+
+// historyIDs are the ids of the target's history records of a kind
+// ("deploy", "rollback"), oldest first.
+func (f *fixture) historyIDs(host, kind string) []string {
+	f.t.Helper()
 	var ids []string
 	for _, line := range strings.Split(f.exec(host, "cat /var/lib/nixos-config/history.jsonl"), "\n") {
 		var e struct{ ID, Kind string }
-		if json.Unmarshal([]byte(line), &e) == nil && e.Kind == "deploy" {
+		if json.Unmarshal([]byte(line), &e) == nil && e.Kind == kind {
 			ids = append(ids, e.ID)
 		}
 	}
@@ -176,6 +183,42 @@ func TestSystemdDeployActivatesInTransientUnits(t *testing.T) {
 	succeeds(t, r)
 	if !regexp.MustCompile(`lab-server\s+10\.77\.51\.10\s+yes\s+2\s+\S+\s+up to date`).MatchString(r.Stdout) {
 		t.Errorf("status:\n%s", r.Stdout)
+	}
+}
+
+// `mage rollback` on a systemd host: the previous generation is switched
+// to in a transient unit of its own (nixos-config-<rollback id>.service).
+func TestSystemdManualRollback(t *testing.T) {
+	f := newSystemdFixture(t)
+	succeeds(t, f.mage("deploy", systemdTarget, "-", "-lab"))
+	first := f.current(systemdTarget)
+	f.setConfig(systemdTarget, `environment.etc."marker".text = "2";`)
+	f.commit("second")
+	succeeds(t, f.mage("deploy", systemdTarget, "-", "-lab"))
+	if f.generation(systemdTarget) != 2 || f.current(systemdTarget) == first {
+		t.Fatalf("second deploy: generation %d, current %s", f.generation(systemdTarget), f.current(systemdTarget))
+	}
+
+	succeeds(t, f.mage("rollback", systemdTarget, "-", "-lab"))
+	if f.generation(systemdTarget) != 1 || f.current(systemdTarget) != first {
+		t.Fatalf("rollback: generation %d, current %s, want 1, %s", f.generation(systemdTarget), f.current(systemdTarget), first)
+	}
+	ids := f.historyIDs(systemdTarget, "rollback")
+	if len(ids) != 1 {
+		t.Fatalf("rollbacks in the history: %v", ids)
+	}
+	acts := f.activations(systemdTarget)
+	if len(acts) != 3 || acts[2].mode != "switch" || acts[2].system != first || acts[2].code != "0" || acts[2].unit != unitOf(ids[0]) || !unitRE.MatchString(acts[2].unit) {
+		t.Fatalf("the rollback's switch not in its transient unit %s: %+v", unitOf(ids[0]), acts)
+	}
+	if j := f.journal(systemdTarget, unitOf(ids[0])); !strings.Contains(j, "Started") {
+		t.Errorf("the rollback's unit did not run under systemd: %q", j)
+	}
+	if h := f.exec(systemdTarget, "tail -n 1 /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"id":"`+ids[0]+`"`) || !strings.Contains(h, `"result":"ok"`) {
+		t.Errorf("the rollback's end record: %s", h)
+	}
+	if st := f.exec(systemdTarget, "systemctl is-system-running || true"); st != "running" {
+		t.Errorf("after the rollback the system is %s", st)
 	}
 }
 

@@ -129,13 +129,22 @@ func parsePathInfo(out string) ([]PathInfo, error) {
 // pathInfo runs `nix path-info --json` with args. It asks for
 // --json-format 2 (Nix 2.34 deprecates --json without it); a Nix that does
 // not know the flag (2.8 to 2.33 here: "unrecognised flag '--json-format'")
-// is asked again without it. Behaviour, not version numbers, decides.
+// is asked again without it. Behaviour, not version numbers, decides; the
+// answer is remembered (n.Memo), so later calls start nix once.
 func (n Nix) pathInfo(ctx context.Context, args ...string) ([]PathInfo, error) {
-	out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "--json-format", "2"}, args...), nil, nil)
-	var ee *run.ExitError
-	if err != nil && errors.As(err, &ee) && !ee.Canceled && strings.Contains(ee.Stderr, "--json-format") {
-		out, err = n.stream(ctx, false, append([]string{"path-info", "--json"}, args...), nil, nil)
+	if n.Memo.load() >= 0 {
+		out, err := n.stream(ctx, false, append([]string{"path-info", "--json", "--json-format", "2"}, args...), nil, nil)
+		if err == nil {
+			n.Memo.store(1)
+			return parsePathInfo(out)
+		}
+		var ee *run.ExitError
+		if !errors.As(err, &ee) || ee.Canceled || !strings.Contains(ee.Stderr, "--json-format") {
+			return nil, err
+		}
+		n.Memo.store(-1)
 	}
+	out, err := n.stream(ctx, false, append([]string{"path-info", "--json"}, args...), nil, nil)
 	if err != nil {
 		return nil, err
 	}

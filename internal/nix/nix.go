@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/monibahmed/nixos-config/internal/run"
 )
@@ -32,6 +33,33 @@ type Nix struct {
 	Env []string
 	// Bin is the nix command; default "nix" from PATH.
 	Bin string
+	// Memo remembers what this Nix answered to probes of its command
+	// line, shared by the copies of the value. Nil: every call probes
+	// again (New sets one).
+	Memo *Memo
+}
+
+// New is a Nix through r that remembers its probes' answers.
+func New(r run.Runner) Nix { return Nix{Runner: r, Memo: &Memo{}} }
+
+// Memo is what probes found out about a Nix; safe for concurrent use.
+type Memo struct {
+	// jsonFormat: does `nix path-info` take --json-format (0: not known
+	// yet, 1: yes, -1: no).
+	jsonFormat atomic.Int32
+}
+
+func (m *Memo) load() int32 {
+	if m == nil {
+		return 0
+	}
+	return m.jsonFormat.Load()
+}
+
+func (m *Memo) store(v int32) {
+	if m != nil {
+		m.jsonFormat.Store(v)
+	}
 }
 
 func (n Nix) bin() string {

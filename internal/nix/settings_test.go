@@ -79,6 +79,29 @@ func TestPathInfoFallsBackWithoutJSONFormat(t *testing.T) {
 	if err != nil || sizes["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"]["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"] != 5 || len(f.calls) != 2 {
 		t.Fatalf("%v %v %v", sizes, err, f.calls)
 	}
+	// The answer is remembered: the next call starts nix once, without the
+	// flag.
+	f.calls = nil
+	n := New(f)
+	for i, want := range []int{2, 3} {
+		if _, err := n.Closures(context.Background(), []string{"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"}); err != nil || len(f.calls) != want {
+			t.Fatalf("call %d: %v, nix ran %d times in all, want %d: %v", i+1, err, len(f.calls), want, f.calls)
+		}
+	}
+	if last := joined(f.calls[2]); strings.Contains(last, "--json-format") {
+		t.Errorf("the second call asked again: %s", last)
+	}
+	// A Nix that takes the flag keeps being asked with it.
+	f = &fakeRunner{answer: func(args []string) (string, error) {
+		return `{"info":{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x":{"narSize":5,"references":[]}},"storeDir":"/nix/store","version":2}`, nil
+	}}
+	n = New(f)
+	for i := 0; i < 2; i++ {
+		sizes, err := n.Closures(context.Background(), []string{"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"})
+		if err != nil || sizes["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"]["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"] != 5 || len(f.calls) != i+1 || !strings.Contains(joined(f.calls[i]), "--json-format|2") {
+			t.Fatalf("format 2, call %d: %v %v %v", i+1, sizes, err, f.calls)
+		}
+	}
 	// A real failure is not retried.
 	f = &fakeRunner{answer: func(args []string) (string, error) {
 		return "", &run.ExitError{Cmd: "nix", Code: 1, Stderr: "error: path '/nix/store/x' is not valid\n"}

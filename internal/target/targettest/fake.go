@@ -49,6 +49,10 @@ type Target struct {
 	// LostAtSudo: the connection drops while sudo starts (its session
 	// ends without an exit status).
 	LostAtSudo bool
+	// QueryStderr, when set, makes the query for missing paths fail with
+	// this text on stderr after printing the free space (a daemon that
+	// hangs up, as Nix 2.34's does on a full /nix).
+	QueryStderr string
 
 	// Recorded.
 	Logins      int
@@ -205,6 +209,10 @@ func (t *Target) user(line string, in *bufio.Reader, out, errw io.Writer) int {
 		data, _ := io.ReadAll(in)
 		t.Lock()
 		fmt.Fprintf(out, "free=%d\n", t.FreeKB)
+		if t.QueryStderr != "" {
+			io.WriteString(errw, t.QueryStderr)
+			return 1
+		}
 		io.WriteString(out, string(data)) // lacks everything
 	case strings.Contains(line, "flock -n"):
 		t.Log = append(t.Log, "busy")
