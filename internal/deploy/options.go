@@ -46,12 +46,12 @@ type Options struct {
 	Wait           bool          // wait for another deployer's lock instead of failing
 	FailFast       bool          // deployAll: start no new target after a failure
 	// SSH settings.
-	KnownHosts     []string
-	Identities     []string
+	KnownHosts []string
+	Identities []string
 	// ConnectTimeout bounds the connect and handshake of each connection
 	// (each hop); zero: ssh_config's ConnectTimeout, else sshx.DefaultTimeout.
 	ConnectTimeout time.Duration
-	Port           int           // SSH port for every target instead of target.json's
+	Port           int // SSH port for every target instead of target.json's
 	// CommandTimeout bounds each short remote command after the handshake
 	// (and a copy that moves no byte); DeadPeer is how long a silent
 	// connection lives before it is declared dead (zero: ssh_config's
