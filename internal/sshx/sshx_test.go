@@ -259,8 +259,23 @@ Host inner
 	cfg.KnownHosts, cfg.Jumps[0].KnownHosts = []string{kh2}, []string{kh2}
 	_, err = Dial(context.Background(), cfg)
 	var se *Error
-	if !errors.As(err, &se) || se.Kind != KindChangedHost {
+	if !errors.As(err, &se) || se.Kind != KindChangedHost || se.Jump != "" {
 		t.Fatalf("impostor behind the jump: %v", err)
+	}
+	// So is the bastion's: a wrong key for it stops the dial there, and
+	// the error names the jump host and its key problem.
+	_, kh3 := clientFiles(t, keyPEM,
+		target.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", jump.port())),
+		target.knownHostsLine(fmt.Sprintf("[127.0.0.1]:%d", target.port())))
+	cfg.KnownHosts, cfg.Jumps[0].KnownHosts = []string{kh3}, []string{kh3}
+	forwards := jump.forwards.Load()
+	_, err = Dial(context.Background(), cfg)
+	if !errors.As(err, &se) || se.Kind != KindChangedHost || se.Jump != "bastion" ||
+		!strings.Contains(se.Error(), "jump host bastion: ") || !strings.Contains(se.Error(), fmt.Sprintf("[127.0.0.1]:%d", jump.port())) {
+		t.Fatalf("impostor bastion: %v", err)
+	}
+	if jump.forwards.Load() != forwards {
+		t.Fatal("a connection was forwarded through a bastion whose key did not match")
 	}
 }
 
