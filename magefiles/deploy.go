@@ -142,9 +142,9 @@ func Deploy(ctx context.Context, name, address string,
 	force *bool, // deploy even when the machine's hostname is not the target's name
 	lab *bool, // use the lab (.lab/: inventory, known_hosts, key) and the nixpkgs test double
 	offline *bool, // build against the nixpkgs test double (only lab hosts accept such systems)
-	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on the SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on each remote command and on a copy that moves nothing (default 60s)
-	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default 15s)
+	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default: ~/.ssh/config ServerAliveInterval x ServerAliveCountMax, else 15s)
 	trust *string, // how the target accepts the copied paths: sudo (default: a root nix-daemon through sudo), signed (with -signingkey) or trusted (the deploy user is a trusted Nix user)
 	signingkey *string, // secret key for -trust=signed (default ~/.config/nixos-config/signing-key.sec; see mage signingKey)
 	norollback *bool, // keep a failed or unhealthy activation instead of rolling back
@@ -183,9 +183,9 @@ func DeployAll(ctx context.Context,
 	force *bool, // deploy even when a machine's hostname is not its target's name
 	lab *bool, // use the lab (.lab/) and the nixpkgs test double
 	offline *bool, // build against the nixpkgs test double
-	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on each SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on each remote command and on a copy that moves nothing (default 60s)
-	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default 15s)
+	deadpeer *time.Duration, // a connection silent this long is dead: fail instead of hanging (default: ~/.ssh/config ServerAliveInterval x ServerAliveCountMax, else 15s)
 	trust *string, // how the targets accept the copied paths: sudo (default), signed or trusted
 	signingkey *string, // secret key for -trust=signed (default ~/.config/nixos-config/signing-key.sec; see mage signingKey)
 	norollback *bool, // keep failed or unhealthy activations instead of rolling back

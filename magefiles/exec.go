@@ -30,7 +30,7 @@ func Exec(ctx context.Context, selection, command string,
 	lab *bool, // the lab's targets (.lab/)
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
-	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on each SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on the command on each target (default 10m)
 ) error {
 	if command == "--" {

@@ -115,7 +115,7 @@ func Rollback(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
-	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on the SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
 ) error {
 	return rollbackTo(ctx, name, address, 0, remoteFlags{asksudo: asksudo, wait: wait, lab: lab, user: user, port: port, timeout: timeout, cmdtimeout: cmdtimeout})
@@ -129,7 +129,7 @@ func (ROLLBACK) To(ctx context.Context, name, address string, generation int,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
-	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on the SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on each remote command (default 60s)
 ) error {
 	if generation < 1 {
@@ -146,7 +146,7 @@ func Generations(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
-	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on the SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on each remote command (default 20s)
 ) error {
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, user)
@@ -202,7 +202,7 @@ func Status(ctx context.Context,
 	asksudo *bool, // ask for the sudo password before starting (the history is root-only)
 	lab *bool, // the lab's targets (with the nixpkgs test double)
 	offline *bool, // evaluate HEAD with the nixpkgs test double
-	timeout *time.Duration, // bound on each SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on each SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on each remote command (default 20s)
 ) error {
 	e, fl, err := openFleet(ctx, lab)

@@ -21,7 +21,6 @@ import (
 	"github.com/monibahmed/nixos-config/internal/gitx"
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/nix"
-	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/target"
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
@@ -83,16 +82,15 @@ func short(c string) string {
 // (honouring ~/.ssh/config), output.
 func newDeployer(e *env, f *fleet, reporter deploy.Reporter, o deploy.Options) *deploy.Deployer {
 	return &deploy.Deployer{
-		Root:   e.root,
-		Runner: e.runner,
-		Nix:    nix.New(e.runner),
-		Git:    gitx.Git{Runner: e.runner, Dir: e.root},
-		Connector: deploy.SSHConnector{KnownHosts: f.knownHosts, Identities: f.identities, Timeout: o.ConnectTimeout,
-			Keepalive: sshx.Keepalive{DeadAfter: o.DeadPeer}},
-		Report: reporter,
-		Sudo:   &deploy.Sudo{},
-		Hook:   filepath.Join(e.root, deploy.HookPath),
-		Fleet:  f.inv,
+		Root:      e.root,
+		Runner:    e.runner,
+		Nix:       nix.New(e.runner),
+		Git:       gitx.Git{Runner: e.runner, Dir: e.root},
+		Connector: deploy.NewSSHConnector(o, f.knownHosts, f.identities),
+		Report:    reporter,
+		Sudo:      &deploy.Sudo{},
+		Hook:      filepath.Join(e.root, deploy.HookPath),
+		Fleet:     f.inv,
 	}
 }
 

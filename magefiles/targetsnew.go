@@ -54,7 +54,7 @@ func Hardware(ctx context.Context, name, address string,
 	lab *bool, // use the lab (.lab/)
 	user *string, // SSH user instead of target.json's / ~/.ssh/config's
 	port *int, // SSH port instead of target.json's / ~/.ssh/config's
-	timeout *time.Duration, // bound on the SSH connect and handshake (default 10s)
+	timeout *time.Duration, // bound on the SSH connect and handshake (default: ~/.ssh/config ConnectTimeout, else 10s)
 	cmdtimeout *time.Duration, // bound on the remote command (default 60s)
 	allowextra *bool, // install it even with settings nixos-generate-config never writes (listed first; review them)
 ) error {

@@ -104,7 +104,7 @@ func (j *job) canRollBack() bool {
 // verdictWindow is how long the target's unit waits for the deployer's
 // verdict after the switch: verification and every health check.
 func (j *job) verdictWindow() time.Duration {
-	d := 2*j.o.ConnectTimeout + 3*j.o.CommandTimeout + 90*time.Second + 2*time.Minute
+	d := 2*connectBound(j.sess.Conn, j.o) + 3*j.o.CommandTimeout + 90*time.Second + 2*time.Minute
 	for _, h := range j.t.Health {
 		d += time.Duration(max(h.Retries, 3)) * (h.TimeoutOrDefault() + 2*time.Second)
 	}

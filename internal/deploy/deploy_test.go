@@ -49,12 +49,26 @@ func TestSelect(t *testing.T) {
 
 func TestOptionsNormalize(t *testing.T) {
 	o := Options{}
-	if err := o.Normalize(); err != nil || o.Mode != ModeSwitch || o.Jobs != DefaultJobs || o.ConnectTimeout != 10*time.Second {
+	// No connect timeout or dead-peer time unless a flag gives one: the
+	// connection's resolution applies ssh_config, then the defaults.
+	if err := o.Normalize(); err != nil || o.Mode != ModeSwitch || o.Jobs != DefaultJobs || o.ConnectTimeout != 0 || o.DeadPeer != 0 || o.CommandTimeout == 0 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
 	for _, bad := range []Options{{Mode: "reboot"}, {Jobs: -1}, {User: "root;id"}} {
 		if err := bad.Normalize(); err == nil {
 			t.Errorf("%+v accepted", bad)
+		}
+	}
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{ConnectTimeout: 500 * time.Millisecond}, "invalid -timeout=500ms: at least 1s"},
+		{Options{DeadPeer: 500 * time.Millisecond}, "invalid -deadpeer=500ms: at least 1s"},
+		{Options{CommandTimeout: -time.Second}, "invalid -cmdtimeout=-1s: must be positive"},
+	} {
+		if err := c.o.Normalize(); err == nil || err.Error() != c.want {
+			t.Errorf("%+v: %v, want %q", c.o, err, c.want)
 		}
 	}
 	if !SetsProfile(ModeBoot) || SetsProfile(ModeTest) || !Activates(ModeTest) || Activates(ModeDryActivate) {

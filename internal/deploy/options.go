@@ -15,7 +15,6 @@ import (
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
 	"github.com/monibahmed/nixos-config/internal/signing"
-	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/target"
 )
 
@@ -47,13 +46,16 @@ type Options struct {
 	Wait           bool          // wait for another deployer's lock instead of failing
 	FailFast       bool          // deployAll: start no new target after a failure
 	// SSH settings.
-	KnownHosts     []string
-	Identities     []string
-	ConnectTimeout time.Duration // connect and handshake of each connection
-	Port           int           // SSH port for every target instead of target.json's
+	KnownHosts []string
+	Identities []string
+	// ConnectTimeout bounds the connect and handshake of each connection
+	// (each hop); zero: ssh_config's ConnectTimeout, else sshx.DefaultTimeout.
+	ConnectTimeout time.Duration
+	Port           int // SSH port for every target instead of target.json's
 	// CommandTimeout bounds each short remote command after the handshake
 	// (and a copy that moves no byte); DeadPeer is how long a silent
-	// connection lives before it is declared dead.
+	// connection lives before it is declared dead (zero: ssh_config's
+	// ServerAliveInterval x ServerAliveCountMax, else sshx.DefaultDeadAfter).
 	CommandTimeout time.Duration
 	DeadPeer       time.Duration
 	// Trust: how the target comes to accept the copied paths (default
@@ -126,18 +128,21 @@ func (o *Options) Normalize() error {
 	if err := inventory.ValidateBuild(o.BuildOn); err != nil {
 		return fmt.Errorf("-buildon: %w", err)
 	}
+	// ConnectTimeout and DeadPeer stay zero unless a flag set them: then
+	// ~/.ssh/config (ConnectTimeout, ServerAlive*) and the defaults apply
+	// when the connection is resolved (sshx.Resolve).
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
 		def  time.Duration
-	}{{"timeout", &o.ConnectTimeout, sshx.DefaultTimeout}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, sshx.DefaultDeadAfter}} {
+	}{{"timeout", &o.ConnectTimeout, 0}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, 0}} {
 		if *d.v < 0 {
 			return fmt.Errorf("invalid -%s=%v: must be positive", d.name, *d.v)
 		}
 		if *d.v == 0 {
 			*d.v = d.def
 		}
-		if *d.v < time.Second {
+		if *d.v != 0 && *d.v < time.Second {
 			return fmt.Errorf("invalid -%s=%v: at least 1s", d.name, *d.v)
 		}
 	}

@@ -32,6 +32,15 @@ type SSHConnector struct {
 	ConfigFiles []string
 }
 
+// NewSSHConnector is the connector of a run: the connect timeout and
+// dead-peer time of the flags when given (zero otherwise, so that
+// ~/.ssh/config's ConnectTimeout and ServerAlive*, then the defaults,
+// apply), and the fleet's known_hosts and keys.
+func NewSSHConnector(o Options, knownHosts, identities []string) SSHConnector {
+	return SSHConnector{KnownHosts: knownHosts, Identities: identities, Timeout: o.ConnectTimeout,
+		Keepalive: sshx.Keepalive{DeadAfter: o.DeadPeer}}
+}
+
 // Connect implements Connector.
 func (c SSHConnector) Connect(ctx context.Context, t inventory.Target) (target.Conn, error) {
 	cfg, err := c.Resolve(t)
@@ -85,6 +94,24 @@ func (d *Deployer) session(ctx context.Context, t inventory.Target, o Options) (
 		return nil, err
 	}
 	return target.New(t.Name, userOf(conn, t), conn, d.Sudo, o.limits()), nil
+}
+
+// connectBound is how long opening a connection like conn may take: the
+// resolved connect timeout of each of its hops (flag, else ssh_config's
+// ConnectTimeout, else the default).
+func connectBound(conn target.Conn, o Options) time.Duration {
+	if c, ok := conn.(*sshx.Client); ok {
+		cfg := c.Config()
+		d := cfg.Timeout
+		for _, h := range cfg.Jumps {
+			d += max(h.Timeout, cfg.Timeout)
+		}
+		return d
+	}
+	if o.ConnectTimeout > 0 {
+		return o.ConnectTimeout
+	}
+	return sshx.DefaultTimeout
 }
 
 // userOf is the user the connection logged in as.

@@ -101,15 +101,16 @@ func (d *Deployer) statusOf(ctx context.Context, t inventory.Target, head string
 		st.Error = err.Error()
 		return st
 	}
-	// One target never holds up the others for long.
-	cctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout+3*o.CommandTimeout)
-	defer cancel()
-	sess, err := d.session(cctx, t, o)
+	// One target never holds up the others for long: the connection is
+	// bounded by its resolved connect timeouts, the commands by this.
+	sess, err := d.session(ctx, t, o)
 	if err != nil {
 		st.Error = connectFailure(err).Cause
 		return st
 	}
 	defer sess.Close()
+	cctx, cancel := context.WithTimeout(ctx, 3*o.CommandTimeout)
+	defer cancel()
 	st.Reachable = true
 	state, err := sess.ReadState(cctx)
 	if err != nil {

@@ -518,6 +518,8 @@ func TestFaultSmallInputs(t *testing.T) {
 		{[]string{"deployAll", "-lab", "-jobs=0"}, "invalid -jobs=0"},
 		{[]string{"deploy", "lab-server", "-", "-lab", "-confirmtimeout=0s"}, "invalid -confirmtimeout=0s"},
 		{[]string{"deploy", "lab-server", "-", "-lab", "-cmdtimeout=-1s"}, "invalid -cmdtimeout=-1s"},
+		{[]string{"deploy", "lab-server", "-", "-lab", "-timeout=500ms"}, "invalid -timeout=500ms: at least 1s"},
+		{[]string{"deploy", "lab-server", "-", "-lab", "-deadpeer=500ms"}, "invalid -deadpeer=500ms: at least 1s"},
 		{[]string{"new", "evil", "-address=10.0.0.9", `-system=x"; abort "`}, "invalid system"},
 	} {
 		failsWith(t, f.mage(c.args...), c.want)

@@ -145,3 +145,29 @@ func TestFormatterIsNixfmtTree(t *testing.T) {
 		}
 	}
 }
+
+// Every target's sshd frees a half-open session (a deployer whose link
+// died) after ClientAliveInterval x ClientAliveCountMax, and with it the
+// deploy lock that session holds (targets/common/base.nix).
+func TestSSHDClientAliveOnEveryTarget(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	inv, err := inventory.LoadRepo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := evalDouble(t, dir, "nixosConfigurations",
+		`cs: builtins.mapAttrs (n: c: { inherit (c.config.services.openssh.settings) ClientAliveInterval ClientAliveCountMax; }) cs`)
+	var got map[string]struct{ ClientAliveInterval, ClientAliveCountMax int }
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(got) != len(inv.Targets) {
+		t.Errorf("%d configurations for %d targets: %s", len(got), len(inv.Targets), out)
+	}
+	for _, n := range inv.Names() {
+		if s := got[n]; s.ClientAliveInterval != 15 || s.ClientAliveCountMax != 4 {
+			t.Errorf("%s: ClientAliveInterval %d, ClientAliveCountMax %d; want 15 and 4", n, s.ClientAliveInterval, s.ClientAliveCountMax)
+		}
+	}
+}

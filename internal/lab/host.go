@@ -220,7 +220,7 @@ func (l *Lab) createHost(ctx context.Context, spec hostSpec, root string) (Host,
 	if err != nil {
 		// The log goes with the host's directory when the start is rolled
 		// back: quote it.
-		return h, fmt.Errorf("starting the init process: %w; its log: %s", err, tail(filepath.Join(h.Dir, "init.log")))
+		return h, fmt.Errorf("starting the init process: %w; its log: %s", err, tailFile(filepath.Join(h.Dir, "init.log"), 5))
 	}
 	h.PID = pid
 	h.StartTime = procStartTime(pid)
@@ -365,10 +365,10 @@ func (l *Lab) waitReady(ctx context.Context, h Host) error {
 			break
 		}
 		if !h.alive() {
-			return fmt.Errorf("init exited: %s", tail(filepath.Join(h.Dir, "init.log")))
+			return fmt.Errorf("init exited: %s", tailFile(filepath.Join(h.Dir, "init.log"), 5))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after 20s: %s", tail(filepath.Join(h.Dir, "init.log")))
+			return fmt.Errorf("not ready after 20s: %s", tailFile(filepath.Join(h.Dir, "init.log"), 5))
 		}
 		select {
 		case <-ctx.Done():
@@ -386,7 +386,7 @@ func (l *Lab) waitReady(ctx context.Context, h Host) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("sshd does not answer on %s:22: %v (%s)", h.Address, err, tail(filepath.Join(h.Dir, "fs", "var", "lib", "lab", "sshd.log")))
+			return fmt.Errorf("sshd does not answer on %s:22: %v (%s)", h.Address, err, tailFile(filepath.Join(h.Dir, "fs", "var", "lib", "lab", "sshd.log"), 5))
 		}
 		select {
 		case <-ctx.Done():
@@ -396,8 +396,8 @@ func (l *Lab) waitReady(ctx context.Context, h Host) error {
 	}
 }
 
-// tail returns the last lines of a log file, on one line.
-func tail(path string) string {
+// tailFile returns the last n non-empty lines of a file on one line.
+func tailFile(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return "no log"
@@ -405,10 +405,13 @@ func tail(path string) string {
 	defer f.Close()
 	var lines []string
 	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > 5 {
-			lines = lines[1:]
+		if s := strings.TrimSpace(sc.Text()); s != "" {
+			lines = append(lines, s)
+			if len(lines) > n {
+				lines = lines[1:]
+			}
 		}
 	}
 	if len(lines) == 0 {

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -279,28 +278,4 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// tailFile returns the last n non-empty lines of a file on one line.
-func tailFile(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "no log"
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if s := strings.TrimSpace(sc.Text()); s != "" {
-			lines = append(lines, s)
-			if len(lines) > n {
-				lines = lines[1:]
-			}
-		}
-	}
-	if len(lines) == 0 {
-		return "empty log " + path
-	}
-	return strings.Join(lines, " | ")
 }

@@ -43,15 +43,70 @@ type Settings struct {
 
 // Keepalive configures keepalive@openssh.com requests.
 type Keepalive struct {
-	Interval  time.Duration // default 5s
+	Interval  time.Duration // default: a third of DeadAfter (at least 1s)
 	DeadAfter time.Duration // default 15s
+}
+
+// IntervalFor is the keepalive interval for a dead-peer time: a third of
+// it, at least 1s (and never more than dead), so that a silent peer is
+// declared dead at most an interval after dead has passed.
+func IntervalFor(dead time.Duration) time.Duration {
+	i := dead / 3
+	if i < time.Second {
+		i = min(time.Second, dead)
+	}
+	return i
+}
+
+// resolveKeepalive applies ssh_config to the caller's keepalive settings.
+// A dead-peer time the caller gives (-deadpeer) wins, with its interval
+// derived from it; otherwise ServerAliveInterval x ServerAliveCountMax
+// (OpenSSH's default count: 3), otherwise DefaultDeadAfter.
+func resolveKeepalive(sc *sshConfig, h string, ka Keepalive) Keepalive {
+	if ka.DeadAfter <= 0 {
+		interval, count := time.Duration(0), 0
+		if v := sc.get(h, "ServerAliveInterval"); v != "" {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				interval = time.Duration(n) * time.Second
+			}
+		}
+		if v := sc.get(h, "ServerAliveCountMax"); v != "" {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				count = n
+			}
+		}
+		switch {
+		case interval > 0:
+			if count == 0 {
+				count = 3
+			}
+			ka.DeadAfter = interval * time.Duration(count)
+			if ka.Interval <= 0 {
+				ka.Interval = interval
+			}
+		case count > 0:
+			if ka.Interval <= 0 {
+				ka.Interval = DefaultInterval
+			}
+			ka.DeadAfter = ka.Interval * time.Duration(count)
+		default:
+			ka.DeadAfter = DefaultDeadAfter
+		}
+	}
+	if ka.Interval <= 0 {
+		ka.Interval = IntervalFor(ka.DeadAfter)
+	}
+	if ka.Interval > ka.DeadAfter {
+		ka.Interval = ka.DeadAfter
+	}
+	return ka
 }
 
 // Defaults of the connection settings.
 const (
 	DefaultTimeout   = 10 * time.Second
-	DefaultInterval  = 5 * time.Second
 	DefaultDeadAfter = 15 * time.Second
+	DefaultInterval  = DefaultDeadAfter / 3
 	// maxJumps bounds ProxyJump chains (and loops through ssh_config).
 	maxJumps = 8
 )
@@ -247,25 +302,7 @@ func resolve(sc *sshConfig, s Settings, depth int, seen map[string]bool) (Config
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
-	if c.Keepalive.Interval <= 0 {
-		c.Keepalive.Interval = DefaultInterval
-		if v := sc.get(h, "ServerAliveInterval"); v != "" {
-			if n, err := strconv.Atoi(v); err == nil && n > 0 {
-				c.Keepalive.Interval = time.Duration(n) * time.Second
-			}
-		}
-	}
-	if c.Keepalive.DeadAfter <= 0 {
-		c.Keepalive.DeadAfter = DefaultDeadAfter
-		if v := sc.get(h, "ServerAliveCountMax"); v != "" {
-			if n, err := strconv.Atoi(v); err == nil && n > 0 {
-				c.Keepalive.DeadAfter = time.Duration(n) * c.Keepalive.Interval
-			}
-		}
-	}
-	if c.Keepalive.DeadAfter < c.Keepalive.Interval {
-		c.Keepalive.DeadAfter = c.Keepalive.Interval
-	}
+	c.Keepalive = resolveKeepalive(sc, h, s.Keepalive)
 
 	jump := sc.get(h, "ProxyJump")
 	if jump == "" || strings.EqualFold(jump, "none") {

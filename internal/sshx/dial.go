@@ -57,11 +57,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Host == "" {
 		cfg.Host = cfg.HostName
 	}
-	if cfg.Keepalive.Interval <= 0 {
-		cfg.Keepalive.Interval = DefaultInterval
-	}
 	if cfg.Keepalive.DeadAfter <= 0 {
 		cfg.Keepalive.DeadAfter = DefaultDeadAfter
+	}
+	if cfg.Keepalive.Interval <= 0 {
+		cfg.Keepalive.Interval = IntervalFor(cfg.Keepalive.DeadAfter)
 	}
 	if len(cfg.KnownHosts) == 0 {
 		cfg.KnownHosts = []string{DefaultKnownHosts()}

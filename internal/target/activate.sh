@@ -73,6 +73,15 @@ wait_for() {
 	done
 }
 
+# switch_generation <generation> <system path> <switch-to-configuration
+# action> <log>: the system profile back to generation, then its system
+# activated. Status 91 when the profile could not be switched (nothing
+# activated), else switch-to-configuration's.
+switch_generation() {
+	nix-env -p "$profile" --switch-generation "$1" >>"$4" 2>&1 5>&- 6>&- 7>&- || return 91
+	"$2/bin/switch-to-configuration" "$3" >>"$4" 2>&1 5>&- 6>&- 7>&-
+}
+
 case $action in
 deploy)
 	mode=$1 path=$2 setprofile=$3 prev_gen=$4 prev_path=$5 prev_current=$6
@@ -99,8 +108,7 @@ deploy)
 	rollback() {
 		case $mode in
 		switch | boot)
-			nix-env -p "$profile" --switch-generation "$prev_gen" >>"$dir/rollback.log" 2>&1 5>&- 6>&- 7>&- &&
-				"$prev_path/bin/switch-to-configuration" "$mode" >>"$dir/rollback.log" 2>&1 5>&- 6>&- 7>&-
+			switch_generation "$prev_gen" "$prev_path" "$mode" "$dir/rollback.log"
 			rrc=$?
 			;;
 		test)
@@ -142,12 +150,9 @@ deploy)
 rollback-to)
 	gen=$1 path=$2
 	printf '%s\n' "rollback $(basename "$dir") to generation $gen since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >/run/nixos-config.activate.info
-	rc=0
-	nix-env -p "$profile" --switch-generation "$gen" >"$dir/switch.log" 2>&1 5>&- 6>&- 7>&- || rc=91
-	if [ "$rc" = 0 ]; then
-		"$path/bin/switch-to-configuration" switch >>"$dir/switch.log" 2>&1 5>&- 6>&- 7>&-
-		rc=$?
-	fi
+	: >"$dir/switch.log"
+	switch_generation "$gen" "$path" switch "$dir/switch.log"
+	rc=$?
 	put result "switched $rc $(readlink "$profile" 2>/dev/null)"
 	put done "rollback-to"
 	;;
