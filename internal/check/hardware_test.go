@@ -31,10 +31,13 @@ func TestHardwareWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	write("evil", string(evil))
-	inv := &inventory.Inventory{Targets: []inventory.Target{{Name: "good"}, {Name: "evil"}, {Name: "missing"}}}
+	// A boot loader in the hardware file is lost on the next mage hardware.
+	write("loader", strings.Replace(string(placeholder), "{ lib, ... }:\n{\n",
+		"{ lib, ... }:\n{\n  boot.loader.systemd-boot.enable = true;\n  boot.loader.efi.canTouchEfiVariables = lib.mkDefault true;\n", 1))
+	inv := &inventory.Inventory{Targets: []inventory.Target{{Name: "good"}, {Name: "evil"}, {Name: "missing"}, {Name: "loader"}}}
 	w := HardwareWarnings(root, inv)
 	all := strings.Join(w, "\n")
-	if len(w) != 7 || strings.Contains(all, "good:") {
+	if len(w) != 8 || strings.Contains(all, "good:") {
 		t.Fatalf("%d warnings:\n%s", len(w), all)
 	}
 	for _, want := range []string{
@@ -42,6 +45,7 @@ func TestHardwareWarnings(t *testing.T) {
 		"line 10: security.sudo.wheelNeedsPassword: changes sudo rules",
 		"evil: targets/evil/hardware-configuration.nix line 9: control character \\x1b",
 		"see docs/troubleshooting.md#hardware-configuration",
+		"loader: targets/loader/hardware-configuration.nix sets boot.loader.efi.canTouchEfiVariables, boot.loader.systemd-boot.enable: boot.loader.* in hardware-configuration.nix: move it to configuration.nix (mage hardware replaces this file)",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("warnings lack %q:\n%s", want, all)
