@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
+	"github.com/monibahmed/nixos-config/internal/scaffold"
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
@@ -21,10 +22,7 @@ func TestHardwareWarnings(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	placeholder, err := os.ReadFile("../scaffold/templates/hardware-configuration.nix")
-	if err != nil {
-		t.Fatal(err)
-	}
+	placeholder := scaffold.Placeholder("")
 	write("good", string(placeholder))
 	evil, err := os.ReadFile("../hwconfig/testdata/malicious.nix")
 	if err != nil {
