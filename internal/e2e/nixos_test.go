@@ -323,3 +323,36 @@ func TestPostgresqlPackageFollowsStateVersion(t *testing.T) {
 		t.Fatalf("stateVersion 19.09: err %v, output:\n%s", err, out)
 	}
 }
+
+// The options the docs suggest (a desktop in targets/dev-workstation/README.md,
+// emulated builds in docs/troubleshooting.md) are declared in the double with
+// their NixOS effects; a system the module cannot emulate is refused.
+func TestDocumentedOptionsEvaluate(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	const conf = "targets/dev-workstation/configuration.nix"
+	testutil.Edit(t, dir, conf, "  programs.git.enable = true;\n", `  programs.git.enable = true;
+  services.desktopManager.plasma6.enable = true;
+  services.displayManager.sddm.enable = true;
+  boot.binfmt.emulatedSystems = [ "aarch64-linux" ];
+`)
+	if r := check(t, dir, "-offline"); r.Code != 0 {
+		t.Fatalf("check with the documented options:\n%s", r.Combined())
+	}
+	var got struct {
+		Platforms []string `json:"platforms"`
+		Wayland   bool     `json:"wayland"`
+	}
+	out := evalDouble(t, dir, "nixosConfigurations.dev-workstation.config",
+		`c: { platforms = c.nix.settings.extra-platforms; wayland = c.services.displayManager.sddm.wayland.enable; }`)
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Platforms, " ") != "aarch64-linux i686-linux" || !got.Wayland {
+		t.Fatalf("got %+v", got)
+	}
+	// A misspelt system fails like NixOS (the option's enum).
+	testutil.Edit(t, dir, conf, `[ "aarch64-linux" ]`, `[ "arm64-linux" ]`)
+	r := check(t, dir, "-offline")
+	assertFails(t, r, "boot.binfmt.emulatedSystems", "arm64-linux")
+}

@@ -24,6 +24,10 @@ func TestNewTargetPassesCheck(t *testing.T) {
 	if out := testutil.Git(t, dir, "status", "--porcelain", "targets/web-box"); !strings.Contains(out, "A  targets/web-box/configuration.nix") {
 		t.Errorf("not added to git:\n%s", out)
 	}
+	// The template's example lines work once uncommented.
+	for _, l := range []string{"services.nginx.enable = true;", "networking.firewall.allowedTCPPorts = [ 80 ];", "environment.systemPackages = with pkgs; [ ripgrep ];"} {
+		testutil.Edit(t, dir, "targets/web-box/configuration.nix", "# "+l, l)
+	}
 	// Another platform: the placeholder's nixpkgs.hostPlatform agrees with
 	// target.json (flake.nix sets it at the same priority).
 	succeeds(t, mage(t, dir, "new", "arm-box", "-address=192.168.1.83", "-system=aarch64-linux"))
