@@ -40,6 +40,9 @@ func SigningKey(ctx context.Context,
 	if path == "" {
 		path = signing.DefaultKeyFile()
 	}
+	if err := signing.OutsideRepository(e.root, path); err != nil {
+		return err
+	}
 	pubFile := filepath.Join(e.root, signing.KeysDir, n+".pub")
 	if _, err := os.Stat(pubFile); err == nil && !on(force) {
 		return fmt.Errorf("%s exists: choose another -name, or -force to replace it", filepath.Join(signing.KeysDir, n+".pub"))

@@ -128,7 +128,7 @@ func (r *runner) copyMethods(ctx context.Context, rep *Report) error {
 				return err
 			}
 			defer os.RemoveAll(dir)
-			if err := n.Copy(ctx, all, nix.CopyOptions{To: "file://" + dir + "?compression=none&secret-key=" + key, NoRecursive: true}, &nix.LogParser{}); err != nil {
+			if err := n.Copy(ctx, all, nix.CopyOptions{To: signing.CacheURL(dir, key), NoRecursive: true}, &nix.LogParser{}); err != nil {
 				return err
 			}
 			return bridged(target.DaemonUser, nix.CopyOptions{From: "file://" + dir, NoRecursive: true}, all)

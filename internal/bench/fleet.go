@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/monibahmed/nixos-config/internal/scaffold"
 )
 
 // Profile of the simulated network and systems.
@@ -41,10 +43,7 @@ func makeFleet(ctx context.Context, root, dir string, n int, p Profile, seed str
 			return fmt.Errorf("copying %s: %v %s", c, err, out)
 		}
 	}
-	hw, err := os.ReadFile(filepath.Join(root, "internal/scaffold/templates/hardware-configuration.nix"))
-	if err != nil {
-		return err
-	}
+	hw := scaffold.Placeholder("")
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("node-%d", i)
 		td := filepath.Join(dir, "targets", name)

@@ -23,13 +23,15 @@ func TestSecurityWarnings(t *testing.T) {
 		"good": {SSHEnabled: true, PasswordAuthentication: ptr(false), KbdInteractiveAuthentication: ptr(false),
 			PermitRootLogin: ptr("no"), AuthorizedKeys: map[string]int{"monibahmed": 1},
 			Jupyter:   &jupyterFacts{IP: "127.0.0.1", Port: 8888, User: "jupyter", LoginShell: "/nix/store/x-shadow/bin/nologin"},
-			OpenPorts: []int{22}, FirewallEnabled: ptr(true), TrustedUsers: []string{"root"}},
+			OpenPorts: []int{22}, FirewallEnabled: ptr(true), TrustedUsers: []string{"root"},
+			Jellyfin: &jellyfinFacts{OpenFirewall: false}},
 		"bad": {SSHEnabled: true, PasswordAuthentication: ptr(true), KbdInteractiveAuthentication: ptr(false),
 			PermitRootLogin: ptr("yes"), PasswordsInStore: []string{"monibahmed.initialPassword", "root.hashedPassword"},
 			AuthorizedKeys: map[string]int{"monibahmed": 0},
 			Jupyter:        &jupyterFacts{Placeholder: true, IP: "0.0.0.0", Port: 8888, User: "jupyter", LoginShell: "/bin/bash"},
 			OpenPorts:      []int{22, 8888}, FirewallEnabled: ptr(false),
 			NixServe:    &nixServeFacts{BindAddress: "0.0.0.0", Port: 5000},
+			Jellyfin:    &jellyfinFacts{OpenFirewall: true},
 			PostgresTCP: true, PostgresTrust: true, BootEditor: true,
 			TrustedUsers: []string{"root", "@wheel"}, ExtraTrustedUsers: []string{"monibahmed"}},
 	}
@@ -51,6 +53,8 @@ func TestSecurityWarnings(t *testing.T) {
 		"opens Jupyter's port 8888 on every interface",
 		"bad: the jupyter account has a login shell (/bin/bash)",
 		"bad: nix-serve listens on every address",
+		"bad: Jellyfin is open on every interface (services.jellyfin.openFirewall opens TCP 8096 and 8920",
+		"whoever on the LAN opens port 8096 first becomes its administrator: finish the wizard right after the first deploy",
 		"bad: PostgreSQL listens on every interface",
 		`uses "trust"`,
 		"set boot.loader.systemd-boot.editor = false",
@@ -73,6 +77,12 @@ func TestSecurityWarnings(t *testing.T) {
 	all = strings.Join(w, "\n")
 	if len(w) != 2 || !strings.Contains(all, "port 8888 is open in the firewall but Jupyter listens only on localhost") ||
 		!strings.Contains(all, "whoever reaches 192.168.1.50:5000") {
+		t.Fatalf("got %v", w)
+	}
+	// Jellyfin's port opened by hand is as open as openFirewall.
+	w = SecurityWarnings(inv, map[string]securityFacts{"good": {AuthorizedKeys: map[string]int{"monibahmed": 1},
+		Jellyfin: &jellyfinFacts{}, OpenPorts: []int{22, 8096}}})
+	if len(w) != 1 || !strings.Contains(w[0], "good: Jellyfin is open on every interface (networking.firewall.allowedTCPPorts opens 8096)") {
 		t.Fatalf("got %v", w)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/monibahmed/nixos-config/internal/hwconfig"
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -34,6 +35,19 @@ func HardwareWarnings(root string, inv *inventory.Inventory) []string {
 			continue
 		}
 		rep := hwconfig.Analyze(data)
+		// nixos-generate-config writes the boot loader into
+		// configuration.nix, never into this file: here it is lost on the
+		// next mage hardware, and the machine falls back to GRUB without a
+		// device (issue 12).
+		var loader []string
+		for _, o := range rep.Options {
+			if strings.HasPrefix(o, "boot.loader.") {
+				loader = append(loader, o)
+			}
+		}
+		if len(loader) > 0 {
+			w = append(w, fmt.Sprintf("%s: %s sets %s: boot.loader.* in hardware-configuration.nix: move it to configuration.nix (mage hardware replaces this file)", t.Name, rel, strings.Join(loader, ", ")))
+		}
 		// Options first (users, sudo, ...), then problems of the text.
 		sort.SliceStable(rep.Findings, func(i, j int) bool { return rep.Findings[i].Path != "" && rep.Findings[j].Path == "" })
 		for i, fd := range rep.Findings {

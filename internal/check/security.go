@@ -29,6 +29,7 @@ const securityApply = `cs: builtins.mapAttrs (name: c:
     firewall = cfg.networking.firewall or { };
     serve = cfg.services.nix-serve or { };
     pg = cfg.services.postgresql or { };
+    jellyfin = cfg.services.jellyfin or { };
     sdboot = cfg.boot.loader.systemd-boot or { };
   in {
     sshEnabled = ssh.enable or false;
@@ -57,6 +58,9 @@ const securityApply = `cs: builtins.mapAttrs (name: c:
       bindAddress = serve.bindAddress or "0.0.0.0";
       port = serve.port or 5000;
     };
+    jellyfin = if !(jellyfin.enable or false) then null else {
+      openFirewall = jellyfin.openFirewall or false;
+    };
     postgresTCP = (pg.enable or false) && (pg.enableTCPIP or false);
     postgresTrust = (pg.enable or false) && builtins.match "(.*[[:space:]])?trust([[:space:]].*)?" (builtins.replaceStrings [ "\n" ] [ " " ] (pg.authentication or "")) != null;
     bootEditor = (sdboot.enable or false) && (sdboot.editor or true);
@@ -78,6 +82,14 @@ type nixServeFacts struct {
 	Port        int    `json:"port"`
 }
 
+type jellyfinFacts struct {
+	OpenFirewall bool `json:"openFirewall"`
+}
+
+// jellyfinPort is Jellyfin's web UI (nixpkgs
+// nixos/modules/services/misc/jellyfin.nix, openFirewall).
+const jellyfinPort = 8096
+
 type securityFacts struct {
 	SSHEnabled                   bool           `json:"sshEnabled"`
 	PasswordAuthentication       *bool          `json:"passwordAuthentication"`
@@ -89,6 +101,7 @@ type securityFacts struct {
 	OpenPorts                    []int          `json:"openPorts"`
 	FirewallEnabled              *bool          `json:"firewallEnabled"`
 	NixServe                     *nixServeFacts `json:"nixServe"`
+	Jellyfin                     *jellyfinFacts `json:"jellyfin"`
 	PostgresTCP                  bool           `json:"postgresTCP"`
 	PostgresTrust                bool           `json:"postgresTrust"`
 	BootEditor                   bool           `json:"bootEditor"`
@@ -171,6 +184,13 @@ func SecurityWarnings(inv *inventory.Inventory, facts map[string]securityFacts) 
 			} else {
 				w = append(w, fmt.Sprintf("%s: nix-serve serves every path of the Nix store without authentication to whoever reaches %s:%d: keep secrets out of the store (targets/common/secrets.nix) and the machine on a trusted LAN", t.Name, s.NixServe.BindAddress, s.NixServe.Port))
 			}
+		}
+		if j := s.Jellyfin; j != nil && (j.OpenFirewall || contains(s.OpenPorts, jellyfinPort)) {
+			how := "services.jellyfin.openFirewall opens TCP 8096 and 8920 and UDP 1900 and 7359"
+			if !j.OpenFirewall {
+				how = "networking.firewall.allowedTCPPorts opens 8096"
+			}
+			w = append(w, fmt.Sprintf("%s: Jellyfin is open on every interface (%s), and until its setup wizard is finished whoever on the LAN opens port %d first becomes its administrator: finish the wizard right after the first deploy; consider opening the ports only on the LAN interface (openFirewall = false and networking.firewall.interfaces.<interface>.allowedTCPPorts)", t.Name, how, jellyfinPort))
 		}
 		if s.PostgresTCP {
 			w = append(w, fmt.Sprintf("%s: PostgreSQL listens on every interface (services.postgresql.enableTCPIP): turn it off and connect over the Unix socket, or allow only the LAN in services.postgresql.authentication and the firewall", t.Name))

@@ -232,6 +232,12 @@ func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
 		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
 			Remedy: "fix the configuration at that location (mage check shows it too)", Err: e}
 	}
+	// No derivation named and no store problem: nothing was built, the
+	// evaluation failed (a failed assertion, a missing option value).
+	if e.Drv == "" && nix.ClassifyStoreError(e.Message) == nix.StoreUnknown {
+		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + strings.TrimSuffix(e.Message, "."),
+			Remedy: "fix the configuration (mage check shows the same error)", Err: e}
+	}
 	f := &Failure{Section: trouble.Build, Target: name, Stage: StageBuild, Cause: "build failed: " + strings.TrimSuffix(e.Message, "."),
 		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: e}
 	if i := strings.Index(e.Message, "/nix/store/"); i >= 0 {

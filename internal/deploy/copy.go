@@ -119,7 +119,7 @@ func (j *job) source(ctx context.Context, missing map[string]int64) (copySource,
 			paths = append(paths, p)
 		}
 		sort.Strings(paths)
-		cache := "file://" + dir + "?compression=none&secret-key=" + j.o.SigningKey
+		cache := signing.CacheURL(dir, j.o.SigningKey)
 		parser := &nix.LogParser{}
 		if err := j.d.Nix.Copy(ctx, paths, nix.CopyOptions{To: cache, NoRecursive: true}, parser); err != nil {
 			src.close()

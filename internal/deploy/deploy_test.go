@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,13 @@ func TestAttributeErrors(t *testing.T) {
 	}
 	if !strings.Contains(got["media-center"].Error(), "build failed: builder for") {
 		t.Errorf("media-center: %v", got["media-center"])
+	}
+	// A failed assertion names no derivation: nothing was built.
+	p3 := &nix.LogParser{}
+	p3.Write([]byte(`@nix {"action":"msg","level":0,"msg":"error:\n       Failed assertions:\n       - You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' to make the system bootable."}` + "\n"))
+	if f := buildFailure("media-center", p3, "/repo", errors.New("exit status 1")); f == nil || !strings.Contains(f.Error(), "evaluation error: Failed assertions: - You must set the option ‘boot.loader.grub.devices’") ||
+		strings.Contains(f.Error(), "build failed") || strings.Contains(f.Error(), "builder's output") {
+		t.Errorf("assertion: %v", f)
 	}
 	// An error in the shared modules fails every target.
 	p2 := &nix.LogParser{}

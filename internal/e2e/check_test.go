@@ -58,9 +58,30 @@ func TestCheckOfflinePassesOnRepository(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, r.Stdout)
 		}
 	}
+	// No target trusts a Nix user besides root (issue 15).
+	if strings.Contains(r.Stdout, "trusted-users") {
+		t.Errorf("the repository's targets trust a Nix user:\n%s", r.Stdout)
+	}
 	// The real lock file is never rewritten by the override.
 	if out := testutil.Git(t, dir, "status", "--porcelain", "flake.lock"); out != "" {
 		t.Fatalf("flake.lock modified: %s", out)
+	}
+}
+
+// A target that trusts @wheel (root-equivalent users) gets the security
+// stage's warning; the check still passes.
+func TestCheckWarnsAboutTrustedUsers(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	testutil.Edit(t, dir, "targets/media-center/configuration.nix", "imports = [ ./hardware-configuration.nix ];",
+		"imports = [ ./hardware-configuration.nix ];\n  nix.settings.trusted-users = [ \"root\" \"@wheel\" ];")
+	r := check(t, dir, "-offline")
+	if r.Code != 0 {
+		t.Fatalf("mage check -offline failed:\n%s", r.Combined())
+	}
+	want := "warning: media-center: nix.settings.trusted-users trusts @wheel: a trusted Nix user is root-equivalent"
+	if !strings.Contains(r.Stdout, want) || strings.Count(r.Stdout, "trusted-users trusts") != 1 {
+		t.Fatalf("output lacks %q (once):\n%s", want, r.Stdout)
 	}
 }
 

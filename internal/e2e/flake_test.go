@@ -134,6 +134,30 @@ func TestBinaryCacheModule(t *testing.T) {
 		"The option `homelab.binaryCache.server.bindAddress' was accessed but has no value defined. Try setting the option.")
 }
 
+// The public keys committed under targets/common/deployer-keys reach every
+// target's nix.settings.extra-trusted-public-keys (issue 15); other files
+// there are ignored.
+func TestDeployerKeysAreTrusted(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	keys := map[string]string{
+		"alice@laptop-1.pub": "alice@laptop-1:5bM4yQDjwzqH3A0zYl1v1aRrNqEhhwzKv2cC1G0VbZM=",
+		"bob@desk-1.pub":     "bob@desk-1:Qm9iJ3Mga2V5IGZvciB0aGUgdGVzdCBvbmx5IDAwMDA=",
+	}
+	for name, key := range keys {
+		writeFile(t, dir, filepath.Join("targets/common/deployer-keys", name), key+"\n")
+	}
+	writeFile(t, dir, "targets/common/deployer-keys/notes.txt", "not a key\n")
+	testutil.Git(t, dir, "add", "targets/common/deployer-keys")
+	for _, target := range []string{"media-center", "lab-server"} {
+		got := evalDouble(t, dir, "nixosConfigurations."+target+".config.nix.settings.extra-trusted-public-keys", "")
+		want := `["` + keys["alice@laptop-1.pub"] + `","` + keys["bob@desk-1.pub"] + `"]`
+		if got != want {
+			t.Errorf("%s trusts %s, want %s", target, got, want)
+		}
+	}
+}
+
 // `nix fmt` runs nixfmt-tree, which formats the tree without arguments
 // (Nix >= 2.25 passes none; bare nixfmt would then read stdin and hang).
 func TestFormatterIsNixfmtTree(t *testing.T) {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -290,4 +291,68 @@ func contains2(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// Without services.postgresql.package the double picks the major version
+// from system.stateVersion as nixpkgs' postgresql.nix does, so removing the
+// pin evaluates offline as it does on NixOS.
+func TestPostgresqlPackageFollowsStateVersion(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	const conf = "targets/lab-server/configuration.nix"
+	testutil.Edit(t, dir, conf, "    package = pkgs.postgresql_17;\n", "")
+	testutil.Edit(t, dir, conf, "  services.postgresql = {\n", "  system.stateVersion = \"STATE\";\n  services.postgresql = {\n")
+	orig, err := os.ReadFile(filepath.Join(dir, conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for state, want := range map[string]string{"26.05": "postgresql_17", "24.11": "postgresql_16", "23.05": "postgresql_14"} {
+		writeFile(t, dir, conf, strings.Replace(string(orig), "STATE", state, 1))
+		if got := evalDouble(t, dir, "nixosConfigurations.lab-server.config.services.postgresql.package.name", ""); got != `"`+want+`"` {
+			t.Errorf("stateVersion %s: package %s, want %s", state, got, want)
+		}
+	}
+	// Removed majors fail evaluation as on NixOS.
+	writeFile(t, dir, conf, strings.Replace(string(orig), "STATE", "19.09", 1))
+	args := append([]string{"eval", "--json", ".#nixosConfigurations.lab-server.config.services.postgresql.package.name"},
+		(nix.Flake{Dir: dir, Nixpkgs: filepath.Join(dir, nix.DoubleDir)}).Args()...)
+	cmd := exec.Command("nix", append(nix.GlobalArgs(true), args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "postgresql_9_6 was removed, please upgrade your postgresql version") {
+		t.Fatalf("stateVersion 19.09: err %v, output:\n%s", err, out)
+	}
+}
+
+// The options the docs suggest (a desktop in targets/dev-workstation/README.md,
+// emulated builds in docs/troubleshooting.md) are declared in the double with
+// their NixOS effects; a system the module cannot emulate is refused.
+func TestDocumentedOptionsEvaluate(t *testing.T) {
+	requireNix(t)
+	dir := testutil.CopyRepo(t)
+	const conf = "targets/dev-workstation/configuration.nix"
+	testutil.Edit(t, dir, conf, "  programs.git.enable = true;\n", `  programs.git.enable = true;
+  services.desktopManager.plasma6.enable = true;
+  services.displayManager.sddm.enable = true;
+  boot.binfmt.emulatedSystems = [ "aarch64-linux" ];
+`)
+	if r := check(t, dir, "-offline"); r.Code != 0 {
+		t.Fatalf("check with the documented options:\n%s", r.Combined())
+	}
+	var got struct {
+		Platforms []string `json:"platforms"`
+		Wayland   bool     `json:"wayland"`
+	}
+	out := evalDouble(t, dir, "nixosConfigurations.dev-workstation.config",
+		`c: { platforms = c.nix.settings.extra-platforms; wayland = c.services.displayManager.sddm.wayland.enable; }`)
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Platforms, " ") != "aarch64-linux i686-linux" || !got.Wayland {
+		t.Fatalf("got %+v", got)
+	}
+	// A misspelt system fails like NixOS (the option's enum).
+	testutil.Edit(t, dir, conf, `[ "aarch64-linux" ]`, `[ "arm64-linux" ]`)
+	r := check(t, dir, "-offline")
+	assertFails(t, r, "boot.binfmt.emulatedSystems", "arm64-linux")
 }

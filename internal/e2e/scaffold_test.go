@@ -24,11 +24,19 @@ func TestNewTargetPassesCheck(t *testing.T) {
 	if out := testutil.Git(t, dir, "status", "--porcelain", "targets/web-box"); !strings.Contains(out, "A  targets/web-box/configuration.nix") {
 		t.Errorf("not added to git:\n%s", out)
 	}
+	// The template's example lines work once uncommented.
+	for _, l := range []string{"services.nginx.enable = true;", "networking.firewall.allowedTCPPorts = [ 80 ];", "environment.systemPackages = with pkgs; [ ripgrep ];"} {
+		testutil.Edit(t, dir, "targets/web-box/configuration.nix", "# "+l, l)
+	}
+	// Another platform: the placeholder's nixpkgs.hostPlatform agrees with
+	// target.json (flake.nix sets it at the same priority).
+	succeeds(t, mage(t, dir, "new", "arm-box", "-address=192.168.1.83", "-system=aarch64-linux"))
 	r = check(t, dir, "-offline")
-	if r.Code != 0 || !strings.Contains(r.Stdout, "4 targets: dev-workstation, lab-server, media-center, web-box") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "5 targets: arm-box, dev-workstation, lab-server, media-center, web-box") {
 		t.Fatalf("check after mage new:\n%s", r.Combined())
 	}
-	if r := mage(t, dir, "targets"); !strings.Contains(r.Stdout, "web-box          192.168.1.80  monibahmed  x86_64-linux") {
+	if r := mage(t, dir, "targets"); !strings.Contains(r.Stdout, "web-box          192.168.1.80  monibahmed  x86_64-linux") ||
+		!strings.Contains(r.Stdout, "arm-box          192.168.1.83  monibahmed  aarch64-linux") {
 		t.Errorf("targets:\n%s", r.Stdout)
 	}
 

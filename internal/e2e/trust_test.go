@@ -82,6 +82,13 @@ func TestTrustSignedClosures(t *testing.T) {
 	if out := testutil.Git(t, f.repo, "status", "--porcelain"); !strings.Contains(out, "A  targets/common/deployer-keys/tester-1.pub") {
 		t.Errorf("the public key is not added to git:\n%s", out)
 	}
+	// A secret key inside the repository could be committed: refused.
+	inRepo := filepath.Join(f.repo, "targets", "deployer.sec")
+	failsWith(t, testutil.Run(t, f.repo, env, testutil.MageBinary(t), "signingKey", "-name=tester-2", "-key="+inRepo),
+		"is inside the repository", "a secret key must never be committable")
+	if _, err := os.Stat(inRepo); err == nil {
+		t.Error("a refused key was written into the repository")
+	}
 	// A system the target has never seen, so that it is copied.
 	f.setConfig(host, fmt.Sprintf(`environment.etc."signed-1".text = "%d";`, time.Now().UnixNano()))
 	f.commit("a deployer key")

@@ -16,9 +16,10 @@ import (
 // powerManagement.cpuFreqGovernor, hardware.video.hidpi.enable and
 // uncommented networking.interfaces.<if>.useDHCP lines), plus the boot
 // loader choice that the same script writes into configuration.nix
-// ($bootLoaderConfig) and that this repository keeps in the hardware file
-// (see the placeholder, internal/scaffold/templates). Every option has the
-// shape of value the script writes; lib.mkDefault around a value is allowed.
+// ($bootLoaderConfig): harmless here, but lost on the next mage hardware,
+// so mage check warns about it (internal/check/hardware.go). Every option
+// has the shape of value the script writes; lib.mkDefault around a value is
+// allowed.
 
 // allowedImports: the modules the script imports, relative to modulesPath.
 var allowedImports = map[string]bool{

@@ -180,8 +180,8 @@ func (p *LogParser) line(l []byte) {
 	case "msg":
 		if ev.Level == 0 {
 			e := &Error{Message: StripANSI(ev.RawMsg), Raw: StripANSI(ev.Msg)}
-			if e.Message == "" {
-				e.Message = firstLine(e.Raw)
+			if e.Message == "" { // no short form: all of the message, not its trace
+				e.Message = ParseError(e.Raw, "").Message
 			}
 			var file string
 			if len(ev.File) > 0 && json.Unmarshal(ev.File, &file) == nil && strings.HasPrefix(file, "/") && ev.Line != nil {
@@ -254,14 +254,6 @@ func OneLine(msg string) string {
 		parts = append(parts, l)
 	}
 	return strings.Join(parts, " ")
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // Errors returns the error messages Nix printed, innermost last.

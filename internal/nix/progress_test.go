@@ -78,3 +78,15 @@ func TestLogParserBounds(t *testing.T) {
 		t.Fatalf("buffer of %d bytes", n)
 	}
 }
+
+// A message without its short form (no raw_msg, as for failed assertions)
+// reaches the user whole, without Nix's trace.
+func TestLogParserKeepsMultiLineMessages(t *testing.T) {
+	p := &LogParser{}
+	p.Write([]byte(`@nix {"action":"msg","level":0,"msg":"\u001b[31;1merror:\u001b[0m\n       … while evaluating the attribute 'config.system.build.toplevel'\n\n       \u001b[31;1merror:\u001b[0m\n       Failed assertions:\n       - You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' to make the system bootable.\n       - The ‘fileSystems’ option does not specify your root file system."}` + "\n"))
+	errs := p.Errors()
+	want := "Failed assertions: - You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' to make the system bootable. - The ‘fileSystems’ option does not specify your root file system."
+	if len(errs) != 1 || errs[0].Message != want {
+		t.Fatalf("errors: %q", errs)
+	}
+}

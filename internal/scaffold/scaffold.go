@@ -114,9 +114,13 @@ func render(name string, s Spec) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// Placeholder returns the hardware configuration placeholder.
-func Placeholder() []byte {
-	data, _ := templates.ReadFile("templates/hardware-configuration.nix")
+// Placeholder returns the hardware configuration placeholder for a target
+// of the given system ("" for the default).
+func Placeholder(system string) []byte {
+	if system == "" {
+		system = inventory.DefaultSystem
+	}
+	data, _ := render("hardware-configuration.nix", Spec{System: system})
 	return data
 }
 

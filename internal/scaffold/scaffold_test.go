@@ -29,11 +29,15 @@ func TestTemplatesPlaceTheBootLoader(t *testing.T) {
 			t.Errorf("configuration.nix template lacks %q", want)
 		}
 	}
-	hw := string(Placeholder())
+	hw := string(Placeholder(""))
 	if strings.Contains(hw, "boot.loader") {
 		t.Errorf("the hardware placeholder sets a boot loader:\n%s", hw)
 	}
-	if !strings.Contains(hw, `fileSystems."/"`) || !strings.Contains(hw, "nixpkgs.hostPlatform") {
+	if !strings.Contains(hw, `fileSystems."/"`) || !strings.Contains(hw, `nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux";`) {
 		t.Errorf("the hardware placeholder lacks the root file system or the platform:\n%s", hw)
+	}
+	// The platform is the target's (flake.nix sets target.json's at the same priority).
+	if hw := string(Placeholder("aarch64-linux")); !strings.Contains(hw, `nixpkgs.hostPlatform = lib.mkDefault "aarch64-linux";`) {
+		t.Errorf("placeholder for aarch64-linux:\n%s", hw)
 	}
 }

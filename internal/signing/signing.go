@@ -58,17 +58,89 @@ func Check(path string) error {
 		return fmt.Errorf("signing key %s is not a regular file", path)
 	}
 	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("signing key %s belongs to another user: it must be yours alone", path)
+		return fmt.Errorf("signing key %s belongs to another user (uid %d): it must be yours alone: %s", path, st.Uid, fixRemedy)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("signing key %s can be read by others (mode %o): run `chmod 600 %s`, and if others could have copied it, make a new one with `mage signingKey -force`", path, info.Mode().Perm(), path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("signing key %s cannot be read: %w", path, err)
+		return fmt.Errorf("signing key %s cannot be read (%v): %s", path, errors.Unwrap(err), fixRemedy)
 	}
 	f.Close()
 	return nil
+}
+
+// fixRemedy ends the errors of a key file that is there but unusable.
+const fixRemedy = "fix its owner and mode (chmod 600), or create a new one with `mage signingKey -force`"
+
+// CacheURL is the store URL of a local binary cache in dir whose paths are
+// signed with the secret key at key. Nix percent-decodes store URL
+// parameters (2.8: splitUriAndParams/decodeQuery in libstore and libutil;
+// 2.2x and later: decodeQuery in src/libutil/url.cc), so the key path is
+// percent-encoded: a '&', '?', '#', '%', '+' or space in it would
+// otherwise end or change the parameter.
+func CacheURL(dir, key string) string {
+	return "file://" + dir + "?compression=none&secret-key=" + escapeParam(key)
+}
+
+// escapeParam percent-encodes all but the unreserved characters of RFC
+// 3986 and '/' (a space becomes %20, never '+').
+func escapeParam(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-._~/", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// OutsideRepository refuses a secret key path inside the repository at
+// root, where `git add -A` would commit it.
+func OutsideRepository(root, path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	// Compare real directories: the key file may not exist yet.
+	dir, err := realDir(filepath.Dir(abs))
+	if err != nil {
+		return err
+	}
+	repo, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(repo, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil
+	}
+	return fmt.Errorf("-key=%s is inside the repository (%s): a secret key must never be committable; keep it outside, e.g. in the default %s", path, root, DefaultKeyFile())
+}
+
+// realDir resolves symbolic links in dir, or in its nearest existing
+// parent when dir does not exist yet.
+func realDir(dir string) (string, error) {
+	var rest []string
+	for {
+		real, err := filepath.EvalSymlinks(dir)
+		if err == nil {
+			return filepath.Join(append([]string{real}, rest...)...), nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", err
+		}
+		rest = append([]string{filepath.Base(dir)}, rest...)
+		dir = parent
+	}
 }
 
 // Create makes a new secret key named name at path (refusing to replace

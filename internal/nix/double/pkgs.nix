@@ -53,7 +53,7 @@ let
   packages = stubs [
     "coreutils" "curl" "fd" "file" "gcc" "git" "gnumake" "go" "htop" "jq" "mage" "nix" "nixfmt"
     "nixfmt-rfc-style" "nmap" "nodejs" "openssh" "ripgrep" "tmux" "vim" "wget" "jellyfin"
-    "postgresql" "postgresql_16" "postgresql_17" "R" "treefmt"
+    "postgresql" "postgresql_13" "postgresql_14" "postgresql_15" "postgresql_16" "postgresql_17" "R" "treefmt"
   ] // {
     inherit python3 rPackages rWrapper jupyter-kernel;
     python3Packages = pythonPackages;

@@ -20,6 +20,7 @@
     options = [ "fmask=0077" "dmask=0077" ];
   };
 
-  # Must agree with "system" in target.json.
-  nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux";
+  # Must agree with "system" in target.json (flake.nix sets it from there at
+  # the same priority; different values are an evaluation error).
+  nixpkgs.hostPlatform = lib.mkDefault "{{.System}}";
 }

@@ -7,6 +7,9 @@ let
   grub = config.boot.loader.grub;
   grubNix = "nixos/modules/system/boot/loader/grub/grub.nix";
   kernelNix = "nixos/modules/system/boot/kernel.nix";
+  binfmtNix = "nixos/modules/system/boot/binfmt.nix";
+  binfmt = config.boot.binfmt;
+  hostPlatform = let p = config.nixpkgs.hostPlatform; in if builtins.isAttrs p then p.system else p;
   # kernel.nix: a list of module names, or an attribute set of them set to
   # true; the option's value is the list of names.
   modulesOption = mkOption {
@@ -64,12 +67,36 @@ in
       default = [ ];
     });
     extraModulePackages = from kernelNix (mkOption { type = types.listOf types.package; default = [ ]; });
+    binfmt = from binfmtNix {
+      # binfmt.nix: listOf (enum (attrNames utils.binfmtMagics)), the
+      # systems of nixos/lib/binfmt-magics.nix.
+      emulatedSystems = mkOption {
+        type = types.listOf (types.enum [
+          "armv6l-linux" "armv7l-linux" "aarch64-linux" "aarch64_be-linux" "i386-linux" "i486-linux"
+          "i586-linux" "i686-linux" "x86_64-linux" "alpha-linux" "sparc64-linux" "sparc-linux"
+          "powerpc-linux" "powerpc64-linux" "powerpc64le-linux" "mips-linux" "mipsel-linux"
+          "mips64-linux" "mips64el-linux" "mips64-linuxabin32" "mips64el-linuxabin32"
+          "riscv32-linux" "riscv64-linux" "loongarch64-linux" "wasm32-wasi" "wasm64-wasi"
+          "s390x-linux" "x86_64-windows" "i686-windows"
+        ]);
+        default = [ ];
+      };
+      addEmulatedSystemsToNixSandbox = mkOption { type = types.bool; default = true; };
+    };
   };
   # Each loader names itself here; two enabled loaders conflict like in NixOS.
   options.system.boot.loader.id = from "nixos/modules/system/boot/loader/loader.nix"
     (mkOption { type = types.str; default = ""; });
 
   config = lib.mkMerge [
+    # binfmt.nix: the emulated systems become extra platforms of the
+    # machine's Nix (i686 too on x86_64); emulating its own system fails
+    # the module's `assert system != pkgs.stdenv.hostPlatform.system`.
+    (lib.mkIf (binfmt.addEmulatedSystemsToNixSandbox && binfmt.emulatedSystems != [ ]) {
+      nix.settings.extra-platforms =
+        map (system: assert system != hostPlatform; system) binfmt.emulatedSystems
+        ++ lib.optional (hostPlatform == "x86_64-linux") "i686-linux";
+    })
     (lib.mkIf config.boot.loader.systemd-boot.enable {
       boot.loader.grub.enable = lib.mkDefault false;
       system.boot.loader.id = "systemd-boot";

@@ -53,6 +53,26 @@ in
     services.postgresql.identMap = lib.mkAfter ''
       postgres ${cfg.superUser} ${cfg.superUser}
     '';
+    # No default in the option: the module picks the major version from
+    # system.stateVersion (postgresql.nix, `services.postgresql.package =
+    # let … base = if versionAtLeast config.system.stateVersion "25.11" …`),
+    # so a configuration without `package` evaluates on NixOS. The oldest
+    # surviving major warns, removed ones throw, as there.
+    services.postgresql.package =
+      let
+        v = config.system.stateVersion;
+        removed = ver: throw "postgresql_${ver} was removed, please upgrade your postgresql version.";
+        oldest = ver: builtins.trace "evaluation warning: The postgresql package is not pinned and selected automatically by `system.stateVersion`. Right now this is `pkgs.postgresql_${ver}`, the oldest postgresql version available and thus the next that will be removed when EOL on the next stable cycle.";
+      in
+      lib.mkDefault (
+        if lib.versionAtLeast v "25.11" then pkgs.postgresql_17
+        else if lib.versionAtLeast v "24.11" then pkgs.postgresql_16
+        else if lib.versionAtLeast v "23.11" then pkgs.postgresql_15
+        else if lib.versionAtLeast v "22.05" then pkgs.postgresql_14
+        else if lib.versionAtLeast v "21.11" then oldest "13" pkgs.postgresql_13
+        else if lib.versionAtLeast v "20.03" then removed "11"
+        else if lib.versionAtLeast v "17.09" then removed "9_6"
+        else removed "9_5");
     users.users.postgres = { uid = 71; group = "postgres"; description = "PostgreSQL server user"; home = "/var/lib/postgresql"; useDefaultShell = true; };
     users.groups.postgres = { };
     environment.systemPackages = [ cfg.package ];

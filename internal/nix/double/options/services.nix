@@ -1,4 +1,4 @@
-# SSH, fail2ban, Jellyfin, nix-serve: options and the effects of their
+# SSH, fail2ban, Jellyfin, nix-serve, nginx: options and the effects of their
 # modules that the repository relies on (accounts, firewall ports).
 { config, lib, pkgs, ... }:
 let
@@ -6,6 +6,8 @@ let
   sshdNix = "nixos/modules/services/networking/ssh/sshd.nix";
   jellyfinNix = "nixos/modules/services/misc/jellyfin.nix";
   serveNix = "nixos/modules/services/networking/nix-serve.nix";
+  nginxNix = "nixos/modules/services/web-servers/nginx/default.nix";
+  nginx = config.services.nginx;
   ssh = config.services.openssh;
   jellyfin = config.services.jellyfin;
   serve = config.services.nix-serve;
@@ -47,6 +49,13 @@ in
       dataDir = mkOption { type = types.path; default = "/var/lib/jellyfin"; };
     };
 
+    # The scaffold's example (internal/scaffold/templates/configuration.nix).
+    nginx = from nginxNix {
+      enable = mkOption { type = types.bool; default = false; };
+      user = mkOption { type = types.str; default = "nginx"; };
+      group = mkOption { type = types.str; default = "nginx"; };
+    };
+
     nix-serve = from serveNix {
       enable = mkOption { type = types.bool; default = false; };
       port = mkOption { type = types.port; default = 5000; };
@@ -71,6 +80,11 @@ in
         allowedTCPPorts = [ 8096 8920 ];
         allowedUDPPorts = [ 1900 7359 ];
       };
+    })
+    # nginx/default.nix: its account when the default user is kept.
+    (lib.mkIf nginx.enable {
+      users.users = lib.mkIf (nginx.user == "nginx") { nginx = { group = nginx.group; isSystemUser = true; }; };
+      users.groups = lib.mkIf (nginx.group == "nginx") { nginx = { }; };
     })
     (lib.mkIf serve.enable {
       networking.firewall.allowedTCPPorts = lib.optional serve.openFirewall serve.port;
