@@ -154,16 +154,19 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 	commit := false
 	switch {
 	case j.selfRolledBack != nil:
-		// The target rolled itself back (magic rollback); it recorded it.
-		end.Result, end.RolledBackTo = target.ResultRolledBack, j.state.Generation
-		if j.selfRolledBack.Code != 0 {
-			end.Result = target.ResultFailed
-		}
+		// The target rolled itself back (magic rollback); it recorded it,
+		// and the end record says the same (selfRollback's cause).
 		end.Note = failed.Cause
-		j.res.Generation = j.state.Generation
-		if j.selfRolledBack.Code == 0 {
-			j.res.Status = StatusRolledBack
+		if w := j.selfRolledBack; w.Code != 0 {
+			// Its rollback failed: the profile is where that left it.
+			end.Result = target.ResultFailed
+			if w.Generation > 0 {
+				j.res.Generation = w.Generation
+			}
+			break
 		}
+		end.Result, end.RolledBackTo = target.ResultRolledBack, j.state.Generation
+		j.res.Status, j.res.Generation = StatusRolledBack, j.state.Generation
 	case decide(failed != nil, j.sw.Activated(), j.canRollBack()) == rollBack:
 		j.d.Report.Note(j.t.Name, "rolling back to generation "+itoa(j.state.Generation))
 		sw, err := j.act.RollBack(ctx, j.live())

@@ -135,6 +135,7 @@ func TestStageDecisions(t *testing.T) {
 		gen     int
 		verdict string // the verdicts sent, joined
 		cause   string
+		not     string // text the failure must not have
 		section string
 		copies  int
 		history string // a result the history must end with ("" : no record)
@@ -191,6 +192,12 @@ func TestStageDecisions(t *testing.T) {
 			c.fail = func(n int) bool { return n == 2 }
 			c.onErr = ft.SelfRollBack
 		}, status: StatusRolledBack, gen: 1, cause: "the target rolled itself back to generation 1 (magic rollback)", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`},
+		{name: "the switch cuts SSH and the target's own rollback fails", setup: func(ft *targettest.Target, o *Options, _ *fakeNix, c *fakeConnector, _ context.CancelFunc) {
+			prevGen1(ft)
+			ft.RollbackCode = 5
+			c.fail = func(n int) bool { return n == 2 }
+			c.onErr = ft.SelfRollBack
+		}, status: StatusFailed, gen: 1, cause: "the new configuration cut SSH (connection refused by 10.0.0.1:22); the target's own rollback to generation 1 FAILED (switch-to-configuration exited with status 5): reach the target", not: "rolled itself back", section: trouble.Rollbacks, copies: 1, history: `"result":"failed"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,6 +234,9 @@ func TestStageDecisions(t *testing.T) {
 			} else if r.Err != nil {
 				t.Errorf("unexpected failure %v", r.Err)
 			}
+			if tc.not != "" && r.Err != nil && strings.Contains(r.Err.Error(), tc.not) {
+				t.Errorf("failure %v says %q", r.Err, tc.not)
+			}
 			last := ""
 			if len(ft.History) > 0 {
 				last = ft.History[len(ft.History)-1]
@@ -236,6 +246,9 @@ func TestStageDecisions(t *testing.T) {
 			}
 			if tc.history != "" && !strings.Contains(last, tc.history) {
 				t.Errorf("history ends with %s, want %s\n%v", last, tc.history, ft.History)
+			}
+			if tc.history != "" && r.Generation != ft.Generation {
+				t.Errorf("reported generation %d, the target's profile is at %d", r.Generation, ft.Generation)
 			}
 			if tc.history != "" && len(ft.Activations) != 1 {
 				t.Errorf("%d activations", len(ft.Activations))
