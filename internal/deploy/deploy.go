@@ -279,6 +279,10 @@ type job struct {
 	sw          target.Switched
 	entry       target.Entry // this deployment's history record
 	magic       bool
+	// reached: the deployer reached the target over a new connection and
+	// so ended the unit's magic-rollback window (it no longer rolls back
+	// by itself when the switch worked).
+	reached bool
 	// selfRolledBack: the target's unit rolled back by itself (magic rollback).
 	selfRolledBack *target.Switched
 	done           bool // nothing more to do after this stage (boot, dry-activate)

@@ -33,6 +33,7 @@ func (j *job) verify(ctx context.Context) *Failure {
 			}
 			return targetFailure(err)
 		}
+		j.reached = true
 	} else if st, err = vsess.ReadState(ctx); err != nil {
 		return targetFailure(err)
 	}
