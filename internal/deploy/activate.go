@@ -137,7 +137,7 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 		failed.Target = j.t.Name
 		j.res.Err = failed
 		j.res.Status = StatusFailed
-		if failed.Cause == "interrupted" {
+		if failed.Interrupted {
 			j.res.Status = StatusInterrupted
 		}
 	} else {

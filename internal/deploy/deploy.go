@@ -305,7 +305,8 @@ func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o
 			c = abandon
 		}
 		if c.Err() != nil {
-			failed = &Failure{Stage: st.name, Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+			failed = interrupted(stoppedBeforeActivation, nil)
+			failed.Stage = st.name
 			break
 		}
 		d.Report.Stage(t.Name, st.name)
@@ -314,7 +315,8 @@ func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o
 				f.Stage = st.name
 			}
 			if c.Err() != nil && !st.mustFinish {
-				f = &Failure{Stage: st.name, Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+				f = interrupted(stoppedBeforeActivation, nil)
+				f.Stage = st.name
 			}
 			failed = f
 			break

@@ -317,3 +317,20 @@ func TestDecide(t *testing.T) {
 		}
 	}
 }
+
+// An interrupted target is told by the failure's type, not its text.
+func TestInterruptedIsTyped(t *testing.T) {
+	for _, c := range []struct {
+		f    *Failure
+		want Status
+	}{
+		{interrupted(stoppedBeforeActivation, nil), StatusInterrupted},
+		{&Failure{Cause: "interrupted", Remedy: "a cause that only reads so"}, StatusFailed},
+	} {
+		j := &job{t: inventory.Target{Name: "lab-server"}}
+		j.finish(context.Background(), c.f)
+		if j.res.Status != c.want {
+			t.Errorf("%v: status %q, want %q", c.f, j.res.Status, c.want)
+		}
+	}
+}
