@@ -378,6 +378,10 @@ func TestFaultWaitDoesNotUndoOtherDeployer(t *testing.T) {
 		t.Fatalf("first deployer: %v\n%s", err, out.String())
 	}
 	failsWith(t, r, "rolled back to generation 2")
+	// It really waited for the first one (else this proves nothing).
+	if !strings.Contains(r.Combined(), "waiting: "+host+" is being deployed by ") {
+		t.Errorf("the second deployer did not wait for the first:\n%s", r.Combined())
+	}
 	if f.generation(host) != 2 {
 		t.Fatalf("generation %d: the waiting deployer undid the first one's work", f.generation(host))
 	}
