@@ -137,7 +137,7 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 		failed.Target = j.t.Name
 		j.res.Err = failed
 		j.res.Status = StatusFailed
-		if failed.Cause == "interrupted" {
+		if failed.Interrupted {
 			j.res.Status = StatusInterrupted
 		}
 	} else {
@@ -154,16 +154,19 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 	commit := false
 	switch {
 	case j.selfRolledBack != nil:
-		// The target rolled itself back (magic rollback); it recorded it.
-		end.Result, end.RolledBackTo = target.ResultRolledBack, j.state.Generation
-		if j.selfRolledBack.Code != 0 {
-			end.Result = target.ResultFailed
-		}
+		// The target rolled itself back (magic rollback); it recorded it,
+		// and the end record says the same (selfRollback's cause).
 		end.Note = failed.Cause
-		j.res.Generation = j.state.Generation
-		if j.selfRolledBack.Code == 0 {
-			j.res.Status = StatusRolledBack
+		if w := j.selfRolledBack; w.Code != 0 {
+			// Its rollback failed: the profile is where that left it.
+			end.Result = target.ResultFailed
+			if w.Generation > 0 {
+				j.res.Generation = w.Generation
+			}
+			break
 		}
+		end.Result, end.RolledBackTo = target.ResultRolledBack, j.state.Generation
+		j.res.Status, j.res.Generation = StatusRolledBack, j.state.Generation
 	case decide(failed != nil, j.sw.Activated(), j.canRollBack()) == rollBack:
 		j.d.Report.Note(j.t.Name, "rolling back to generation "+itoa(j.state.Generation))
 		sw, err := j.act.RollBack(ctx, j.live())
@@ -212,15 +215,25 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 }
 
 // abandoned: the second interrupt came while the target activates. Its
-// unit goes on by itself; say what it will do.
+// unit goes on by itself (activate.sh); say what it will do.
 func (j *job) abandoned(failed *Failure) {
+	stage, during := StageActivate, "the activation"
 	what := "keeps the new system"
-	if j.magic {
+	switch {
+	case j.reached:
+		// The unit's magic-rollback window ended (the switch worked and
+		// this deployer reached the target again): it waits for a verdict
+		// that will not come, then keeps the system and records it as
+		// "activated", although verification and health checks did not
+		// finish.
+		stage, during = StageHealth, "the verification and health checks"
+		what = fmt.Sprintf("keeps the new system once it has waited %v for a verdict, recording it as activated although its checks did not finish: check it, and `mage rollback` if it is not well", j.verdictWindow().Round(time.Second))
+	case j.magic:
 		what = fmt.Sprintf("rolls back to generation %d unless this deployer confirms within %v, which it no longer will", j.state.Generation, j.o.ConfirmTimeout)
-	} else if j.canRollBack() {
+	case j.canRollBack():
 		what = "keeps the new system if its switch succeeded, and rolls back by itself if it failed"
 	}
-	f := &Failure{Target: j.t.Name, Stage: StageActivate, Section: trouble.Rollbacks, Cause: "abandoned during the activation (second interrupt)",
+	f := &Failure{Target: j.t.Name, Stage: stage, Section: trouble.Rollbacks, Cause: "abandoned during " + during + " (second interrupt)",
 		Remedy: "the target's activation unit finishes on its own and " + what + "; see `mage status` and `mage generations` afterwards"}
 	if failed != nil && failed.Cause != "" {
 		f.Detail = []string{"before it was abandoned: " + failed.Cause}

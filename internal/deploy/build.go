@@ -144,7 +144,9 @@ func (d *Deployer) startBuild(ctx context.Context, f nix.Flake, names []string, 
 			}
 			if ctx.Err() != nil {
 				for _, n := range remaining {
-					b.results[n] = buildResult{err: &Failure{Target: n, Stage: StageBuild, Cause: "interrupted", Remedy: "nothing changed on this target"}}
+					f := interrupted("nothing changed on this target", nil)
+					f.Target, f.Stage = n, StageBuild
+					b.results[n] = buildResult{err: f}
 				}
 				return
 			}
@@ -265,7 +267,7 @@ func buildFailure(name string, p *nix.LogParser, root string, err error) *Failur
 func (j *job) build(ctx context.Context) *Failure {
 	br, err := j.shared.wait(ctx, j.t.Name)
 	if err != nil {
-		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+		return interrupted(stoppedBeforeActivation, nil)
 	}
 	if br.err != nil {
 		return br.err

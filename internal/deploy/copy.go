@@ -64,7 +64,7 @@ func (j *job) copyMissing(ctx context.Context) *Failure {
 	select {
 	case <-j.lockTaken:
 	case <-ctx.Done():
-		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+		return interrupted(stoppedBeforeActivation, nil)
 	}
 	src, f := j.source(ctx, missing)
 	if f != nil {
@@ -295,7 +295,7 @@ func (j *job) transfer(ctx context.Context, total int64, src copySource) *copyEr
 	default:
 	}
 	if ctx.Err() != nil {
-		return &copyError{Failure: &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}}
+		return &copyError{Failure: interrupted(stoppedBeforeActivation, err)}
 	}
 	// The build host's side of a copy from there failed before the copy
 	// began (copyClosure): its own cause and remedy.

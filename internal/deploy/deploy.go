@@ -279,6 +279,10 @@ type job struct {
 	sw          target.Switched
 	entry       target.Entry // this deployment's history record
 	magic       bool
+	// reached: the deployer reached the target over a new connection and
+	// so ended the unit's magic-rollback window (it no longer rolls back
+	// by itself when the switch worked).
+	reached bool
 	// selfRolledBack: the target's unit rolled back by itself (magic rollback).
 	selfRolledBack *target.Switched
 	done           bool // nothing more to do after this stage (boot, dry-activate)
@@ -301,7 +305,8 @@ func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o
 			c = abandon
 		}
 		if c.Err() != nil {
-			failed = &Failure{Stage: st.name, Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+			failed = interrupted(stoppedBeforeActivation, nil)
+			failed.Stage = st.name
 			break
 		}
 		d.Report.Stage(t.Name, st.name)
@@ -310,7 +315,8 @@ func (d *Deployer) deployOne(ctx, abandon context.Context, t inventory.Target, o
 				f.Stage = st.name
 			}
 			if c.Err() != nil && !st.mustFinish {
-				f = &Failure{Stage: st.name, Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target"}
+				f = interrupted(stoppedBeforeActivation, nil)
+				f.Stage = st.name
 			}
 			failed = f
 			break

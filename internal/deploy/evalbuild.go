@@ -130,6 +130,8 @@ func (b *buildState) fail(names []string, failed map[string]*Failure) []string {
 // interrupted marks names as stopped by the first interrupt.
 func (b *buildState) interrupted(names []string) {
 	for _, n := range names {
-		b.results[n] = buildResult{err: &Failure{Target: n, Stage: StageBuild, Cause: "interrupted", Remedy: "nothing changed on this target"}}
+		f := interrupted("nothing changed on this target", nil)
+		f.Target, f.Stage = n, StageBuild
+		b.results[n] = buildResult{err: f}
 	}
 }

@@ -99,7 +99,7 @@ func (d *Deployer) execOne(ctx context.Context, t inventory.Target, eo ExecOptio
 		return res
 	}
 	if ctx.Err() != nil {
-		return fail(&Failure{Cause: "interrupted", Remedy: "the command did not start"})
+		return fail(interrupted("the command did not start", nil))
 	}
 	sess, err := d.session(ctx, t, o)
 	if err != nil {
@@ -124,7 +124,7 @@ func (d *Deployer) execOne(ctx context.Context, t inventory.Target, eo ExecOptio
 	case errors.As(err, &ee) && ee.Code >= 0:
 		res.ExitCode = ee.Code
 	case ctx.Err() != nil:
-		return fail(&Failure{Cause: "interrupted", Remedy: "the command was stopped on the target", Err: err})
+		return fail(interrupted("the command was stopped on the target", err))
 	default:
 		return fail(targetFailure(err))
 	}

@@ -177,7 +177,7 @@ func (j *job) lockAndRead(ctx context.Context) *Failure {
 	if err != nil {
 		f := lockFailure(err)
 		if ctx.Err() != nil {
-			f = &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}
+			f = interrupted(stoppedBeforeActivation, err)
 		}
 		f.Stage = StagePreflight
 		return f

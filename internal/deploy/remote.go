@@ -110,7 +110,7 @@ func (j *job) sendDerivations(ctx context.Context, bh *buildHost, who string) *F
 	default:
 	}
 	if ctx.Err() != nil {
-		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target", Err: err}
+		return interrupted(stoppedBeforeActivation, err)
 	}
 	if _, openErr := b.Errors(); openErr != nil {
 		return builderUnreachable(bh.name, targetFailure(openErr))
@@ -269,7 +269,7 @@ func (j *job) realise(ctx context.Context, bh *buildHost, who, root, what string
 
 func (j *job) realiseFailure(ctx context.Context, bh *buildHost, who string, p *nix.LogParser, err error) *Failure {
 	if ctx.Err() != nil {
-		return &Failure{Cause: "interrupted", Remedy: "stopped before activation: nothing changed on this target; the build there stops too", Err: err}
+		return interrupted(stoppedBeforeActivation+"; the build there stops too", err)
 	}
 	if f := j.deadBuilder(bh); f != nil {
 		return f

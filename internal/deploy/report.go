@@ -92,6 +92,18 @@ type Failure struct {
 	Section string   // of docs/troubleshooting.md
 	Detail  []string // e.g. the last output lines of a failed activation
 	Err     error
+	// Interrupted: stopped by the first interrupt (see interrupted).
+	Interrupted bool
+}
+
+// stoppedBeforeActivation is the remedy of a target interrupted before
+// its activation started.
+const stoppedBeforeActivation = "stopped before activation: nothing changed on this target"
+
+// interrupted is the failure of work the first interrupt stopped (its
+// cause reads "interrupted"); err is what the stopped work returned.
+func interrupted(remedy string, err error) *Failure {
+	return &Failure{Cause: "interrupted", Remedy: remedy, Err: err, Interrupted: true}
 }
 
 func (f *Failure) Error() string {

@@ -135,38 +135,45 @@ func TestStageDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		name    string
-		setup   func(*targettest.Target, *Options, *fakeNix, *fakeConnector, context.CancelFunc)
-		health  []inventory.HealthCheck
-		status  Status
-		gen     int
-		verdict string // the verdicts sent, joined
-		cause   string
-		section string
-		copies  int
-		history string // a result the history must end with ("" : no record)
+		name   string
+		setup  func(*targettest.Target, *Options, *fakeNix, *fakeConnector, context.CancelFunc)
+		health []inventory.HealthCheck
+		// healthRuns: health-check commands run (0: not checked)
+		healthRuns int
+		status     Status
+		gen        int
+		verdict    string // the verdicts sent, joined
+		cause      string
+		not        string // text the failure must not have
+		section    string
+		copies     int
+		history    string // a result the history must end with ("" : no record)
+		// records: history lines written: start and end by the deployer,
+		// one more by the unit when it rolls back (it records its own
+		// rollbacks, in case the deployer is gone by then).
+		records int
 	}{
 		{name: "healthy", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 		},
-			status: StatusOK, gen: 2, verdict: "commit", copies: 1, history: `"result":"ok"`},
+			status: StatusOK, gen: 2, verdict: "commit", copies: 1, history: `"result":"ok"`, records: 2},
 		{name: "activation fails: rolled back", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 			ft.SwitchCode = 4
-		}, status: StatusRolledBack, gen: 1, verdict: "rollback", cause: "exited with status 4; rolled back to generation 1", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`},
+		}, status: StatusRolledBack, gen: 1, verdict: "rollback", cause: "exited with status 4; rolled back to generation 1", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`, records: 3},
 		{name: "first deployment fails: nothing to roll back", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			ft.SwitchCode = 4
-		}, status: StatusFailed, gen: 1, verdict: "commit", cause: "exited with status 4", section: trouble.Activation, copies: 1, history: `"result":"failed"`},
+		}, status: StatusFailed, gen: 1, verdict: "commit", cause: "exited with status 4", section: trouble.Activation, copies: 1, history: `"result":"failed"`, records: 2},
 		{name: "-norollback keeps a failed activation", setup: func(ft *targettest.Target, o *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 			ft.SwitchCode = 4
 			o.NoRollback = true
-		}, status: StatusFailed, gen: 2, verdict: "commit", cause: "exited with status 4", copies: 1, history: `"result":"activated"`},
+		}, status: StatusFailed, gen: 2, verdict: "commit", cause: "exited with status 4", copies: 1, history: `"result":"activated"`, records: 2},
 		{name: "health check fails: rolled back", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 			ft.HealthCode = 3
 		}, health: []inventory.HealthCheck{{Type: "command", Command: "systemctl is-active x", Retries: 1}},
-			status: StatusRolledBack, gen: 1, verdict: "rollback", cause: "health check failed", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`},
+			status: StatusRolledBack, gen: 1, verdict: "rollback", cause: "health check failed", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`, records: 3},
 		{name: "locked by another deployer", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 			ft.OtherHolder = make(chan struct{})
@@ -179,11 +186,11 @@ func TestStageDecisions(t *testing.T) {
 			ft.OtherHolder = h
 			ft.OnFree = func(ft *targettest.Target) { ft.Generation, ft.Profile, ft.Current = 8, gen8, gen8 }
 			close(h)
-		}, status: StatusRolledBack, gen: 8, verdict: "rollback", cause: "rolled back to generation 8", copies: 1, history: `"result":"rolled-back"`},
+		}, status: StatusRolledBack, gen: 8, verdict: "rollback", cause: "rolled back to generation 8", copies: 1, history: `"result":"rolled-back"`, records: 3},
 		{name: "copy retried once after a transient failure", setup: func(ft *targettest.Target, _ *Options, n *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 			n.copyErrs = []error{errors.New("connection reset by peer"), nil}
-		}, status: StatusOK, gen: 2, verdict: "commit", copies: 2, history: `"result":"ok"`},
+		}, status: StatusOK, gen: 2, verdict: "commit", copies: 2, history: `"result":"ok"`, records: 2},
 		{name: "untrusted copy not retried", setup: func(ft *targettest.Target, _ *Options, n *fakeNix, _ *fakeConnector, _ context.CancelFunc) {
 			prevGen1(ft)
 			n.copyErrs = []error{errors.New("cannot add path because it lacks a signature by a trusted key")}
@@ -205,7 +212,36 @@ func TestStageDecisions(t *testing.T) {
 			prevGen1(ft)
 			c.fail = func(n int) bool { return n == 2 }
 			c.onErr = ft.SelfRollBack
-		}, status: StatusRolledBack, gen: 1, cause: "the target rolled itself back to generation 1 (magic rollback)", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`},
+		}, status: StatusRolledBack, gen: 1, cause: "the target rolled itself back to generation 1 (magic rollback)", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`, records: 3},
+		{name: "the switch cuts SSH and the target's own rollback fails", setup: func(ft *targettest.Target, o *Options, _ *fakeNix, c *fakeConnector, _ context.CancelFunc) {
+			prevGen1(ft)
+			ft.RollbackCode = 5
+			c.fail = func(n int) bool { return n == 2 }
+			c.onErr = ft.SelfRollBack
+		}, status: StatusFailed, gen: 1, cause: "the new configuration cut SSH (connection refused by 10.0.0.1:22); the target's own rollback to generation 1 FAILED (switch-to-configuration exited with status 5): reach the target", not: "rolled itself back", section: trouble.Rollbacks, copies: 1, history: `"result":"failed"`, records: 3},
+		{name: "first interrupt during a failing health check: the checks finish and roll back", setup: func(ft *targettest.Target, _ *Options, _ *fakeNix, _ *fakeConnector, cancel context.CancelFunc) {
+			prevGen1(ft)
+			ft.HealthCode = 3
+			ft.OnHealth = cancel
+		}, health: []inventory.HealthCheck{{Type: "command", Command: "systemctl is-active x", Retries: 2}}, healthRuns: 2,
+			status: StatusRolledBack, gen: 1, verdict: "rollback", cause: "health check failed", section: trouble.Rollbacks, copies: 1, history: `"result":"rolled-back"`, records: 3},
+		{name: "second interrupt during the health checks: the target keeps the system", setup: func(ft *targettest.Target, o *Options, _ *fakeNix, _ *fakeConnector, cancel context.CancelFunc) {
+			prevGen1(ft)
+			ft.HealthCode = 3
+			abandon := make(chan struct{})
+			o.Abandon = abandon
+			ft.OnHealth = func() { cancel(); close(abandon) }
+		}, health: []inventory.HealthCheck{{Type: "command", Command: "systemctl is-active x", Retries: 1}}, healthRuns: 1,
+			status: StatusInterrupted, gen: 2, cause: "abandoned during the verification and health checks (second interrupt): the target's activation unit finishes on its own and keeps the new system once it has waited", not: "rolls back",
+			section: trouble.Rollbacks, copies: 1, history: `"result":"activating"`, records: 1},
+		{name: "second interrupt before the new connection: the target rolls back", setup: func(ft *targettest.Target, o *Options, _ *fakeNix, c *fakeConnector, cancel context.CancelFunc) {
+			prevGen1(ft)
+			abandon := make(chan struct{})
+			o.Abandon = abandon
+			c.fail = func(n int) bool { return n == 2 }
+			c.onErr = func() { cancel(); close(abandon) }
+		}, status: StatusInterrupted, gen: 2, cause: "abandoned during the activation (second interrupt): the target's activation unit finishes on its own and rolls back to generation 1 unless this deployer confirms within 30s",
+			section: trouble.Rollbacks, copies: 1, history: `"result":"activating"`, records: 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -242,6 +278,9 @@ func TestStageDecisions(t *testing.T) {
 			} else if r.Err != nil {
 				t.Errorf("unexpected failure %v", r.Err)
 			}
+			if tc.not != "" && r.Err != nil && strings.Contains(r.Err.Error(), tc.not) {
+				t.Errorf("failure %v says %q", r.Err, tc.not)
+			}
 			last := ""
 			if len(ft.History) > 0 {
 				last = ft.History[len(ft.History)-1]
@@ -249,8 +288,17 @@ func TestStageDecisions(t *testing.T) {
 			if tc.history == "" && len(ft.History) > 0 {
 				t.Errorf("history written although nothing was activated: %v", ft.History)
 			}
+			if n := strings.Count(strings.Join(ft.Log, ","), "health"); tc.healthRuns != 0 && n != tc.healthRuns {
+				t.Errorf("%d health checks ran, want %d", n, tc.healthRuns)
+			}
+			if len(ft.History) != tc.records {
+				t.Errorf("%d history lines, want %d:\n%s", len(ft.History), tc.records, strings.Join(ft.History, "\n"))
+			}
 			if tc.history != "" && !strings.Contains(last, tc.history) {
 				t.Errorf("history ends with %s, want %s\n%v", last, tc.history, ft.History)
+			}
+			if tc.history != "" && r.Generation != ft.Generation {
+				t.Errorf("reported generation %d, the target's profile is at %d", r.Generation, ft.Generation)
 			}
 			if tc.history != "" && len(ft.Activations) != 1 {
 				t.Errorf("%d activations", len(ft.Activations))
@@ -281,6 +329,23 @@ func TestDecide(t *testing.T) {
 	} {
 		if got := decide(c.failed, c.activated, c.can); got != c.want {
 			t.Errorf("decide(%v, %v, %v) = %v", c.failed, c.activated, c.can, got)
+		}
+	}
+}
+
+// An interrupted target is told by the failure's type, not its text.
+func TestInterruptedIsTyped(t *testing.T) {
+	for _, c := range []struct {
+		f    *Failure
+		want Status
+	}{
+		{interrupted(stoppedBeforeActivation, nil), StatusInterrupted},
+		{&Failure{Cause: "interrupted", Remedy: "a cause that only reads so"}, StatusFailed},
+	} {
+		j := &job{t: inventory.Target{Name: "lab-server"}}
+		j.finish(context.Background(), c.f)
+		if j.res.Status != c.want {
+			t.Errorf("%v: status %q, want %q", c.f, j.res.Status, c.want)
 		}
 	}
 }

@@ -27,12 +27,13 @@ func (j *job) verify(ctx context.Context) *Failure {
 	if j.magic {
 		if st, err = j.act.ReachedState(ctx, vsess); err != nil {
 			if rolled, w, _ := j.act.RolledBackByItself(ctx, vsess); rolled {
-				j.selfRolledBack = &w
-				return &Failure{Section: trouble.Rollbacks, Cause: fmt.Sprintf("the deployer reached the target too late (after %v); it rolled itself back to generation %d", j.o.ConfirmTimeout, j.state.Generation),
-					Remedy: "raise -confirmtimeout if the switch takes that long, and deploy again"}
+				return j.selfRollback(w, fmt.Sprintf("the deployer reached the target too late (after %v)", j.o.ConfirmTimeout),
+					fmt.Sprintf("it rolled itself back to generation %d", j.state.Generation),
+					"raise -confirmtimeout if the switch takes that long, and deploy again")
 			}
 			return targetFailure(err)
 		}
+		j.reached = true
 	} else if st, err = vsess.ReadState(ctx); err != nil {
 		return targetFailure(err)
 	}
@@ -57,10 +58,9 @@ func (j *job) cutOff(ctx context.Context, err error) *Failure {
 	// Give a rollback that is running right now time to finish.
 	for i := 0; i < 60; i++ {
 		if rolled, w, _ := j.act.RolledBackByItself(ctx, back); rolled {
-			j.selfRolledBack = &w
-			return &Failure{Section: trouble.Rollbacks,
-				Cause:  fmt.Sprintf("the new configuration cut SSH (%s); the target rolled itself back to generation %d (magic rollback)", cause, j.state.Generation),
-				Remedy: "check the configuration's SSH and network settings (services.openssh, networking, firewall) and deploy again"}
+			return j.selfRollback(w, fmt.Sprintf("the new configuration cut SSH (%s)", cause),
+				fmt.Sprintf("the target rolled itself back to generation %d (magic rollback)", j.state.Generation),
+				"check the configuration's SSH and network settings (services.openssh, networking, firewall) and deploy again")
 		}
 		select {
 		case <-ctx.Done():
@@ -69,4 +69,19 @@ func (j *job) cutOff(ctx context.Context, err error) *Failure {
 		}
 	}
 	return &Failure{Section: trouble.Rollbacks, Cause: "SSH failed right after the switch (" + cause + ") and the target did not roll back", Remedy: "check the target"}
+}
+
+// selfRollback records that the target's unit rolled back by itself
+// (magic rollback) with outcome w, and builds the deployment's failure:
+// why it rolled back, then done and remedy when the rollback worked, or
+// that it failed, with the remedy of a failed rollback, when its
+// switch-to-configuration did not succeed.
+func (j *job) selfRollback(w target.Switched, why, done, remedy string) *Failure {
+	j.selfRolledBack = &w
+	if w.Code != 0 {
+		return &Failure{Section: trouble.Rollbacks,
+			Cause:  fmt.Sprintf("%s; the target's own rollback to generation %d FAILED (switch-to-configuration exited with status %d)", why, j.state.Generation, w.Code),
+			Remedy: "reach the target (console or `mage rollback`) and select a working generation"}
+	}
+	return &Failure{Section: trouble.Rollbacks, Cause: why + "; " + done, Remedy: remedy}
 }

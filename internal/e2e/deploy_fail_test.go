@@ -149,7 +149,7 @@ func TestFailNixDaemonStopped(t *testing.T) {
 	if err := f.lab.StartNixDaemon(ctx, "lab-server"); err != nil {
 		t.Fatal(err)
 	}
-	succeeds(t, f.mage("deploy", "lab-server", "-", "-lab"))
+	healthy(t, f, "lab-server")
 }
 
 func TestFailKeyRejected(t *testing.T) {

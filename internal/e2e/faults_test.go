@@ -294,6 +294,27 @@ func TestFaultConfirmationTooLate(t *testing.T) {
 	const host = "lab-server"
 	good, unblock := deployedThenBlocked(t, f, host, "late")
 	cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
+	reachLate(t, f, host, unblock)
+	err := cmd.Wait()
+	if err == nil {
+		t.Fatalf("a deployment the target rolled back exited 0:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "reached the target too late (after 5s); it rolled itself back to generation 1") {
+		t.Errorf("no word of the target's own rollback:\n%s", out.String())
+	}
+	if f.current(host) != good {
+		t.Errorf("current system %s, want the previous %s", f.current(host), good)
+	}
+	if h := f.exec(host, "cat /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, "rolled back by the target itself") {
+		t.Errorf("history:\n%s", h)
+	}
+	healthy(t, f, host)
+}
+
+// reachLate lets the blocked activation run while new SSH connections to
+// host get through only after a 5 s magic-rollback window.
+func reachLate(t *testing.T, f *fixture, host string, unblock func()) {
+	t.Helper()
 	// Only new connections: their first packet (SYN without ACK) is dropped.
 	f.exec(host, `nft -f - <<'EOF'
 table inet late {
@@ -308,18 +329,35 @@ EOF`)
 	// through, after the window (5 to 6 s).
 	time.Sleep(6500 * time.Millisecond)
 	f.exec(host, "nft delete table inet late")
-	err := cmd.Wait()
-	if err == nil {
-		t.Fatalf("a deployment the target rolled back exited 0:\n%s", out.String())
+}
+
+// The target's own rollback (magic rollback, the deployer too late) fails:
+// the deployer says so with the console remedy, never that it rolled
+// back, and the history records the deployment as failed.
+func TestFaultSelfRollbackFails(t *testing.T) {
+	f := newFixture(t)
+	const host = "lab-server"
+	good, unblock := deployedThenBlocked(t, f, host, "late-and-broken")
+	// The previous system's activation now fails: the rollback will.
+	f.exec(host, "mkdir -p /var/lib/nixos-double/fail && touch /var/lib/nixos-double/fail/"+filepath.Base(good))
+	t.Cleanup(func() { f.lab.Exec(context.Background(), host, "rm", "-rf", "/var/lib/nixos-double/fail") })
+	cmd, out := startMage(t, f, host+": activate", "deploy", host, "-", "-lab", "-confirmtimeout=5s")
+	reachLate(t, f, host, unblock)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("a deployment whose rollback failed exited 0:\n%s", out.String())
 	}
-	if !strings.Contains(out.String(), "reached the target too late (after 5s); it rolled itself back to generation 1") {
-		t.Errorf("no word of the target's own rollback:\n%s", out.String())
+	if !strings.Contains(out.String(), "reached the target too late (after 5s); the target's own rollback to generation 1 FAILED (switch-to-configuration exited with status 5)") ||
+		!strings.Contains(out.String(), "select a working generation") || strings.Contains(out.String(), "rolled itself back") {
+		t.Errorf("the failed rollback is not reported as failed:\n%s", out.String())
 	}
+	if h := f.exec(host, "tail -n 1 /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"result":"failed"`) || !strings.Contains(h, "FAILED") {
+		t.Errorf("history: %s", h)
+	}
+	// Recovery as the remedy says: `mage rollback` to the good generation.
+	f.exec(host, "rm -rf /var/lib/nixos-double/fail")
+	succeeds(t, f.mage("rollback:to", host, "-", "1", "-lab"))
 	if f.current(host) != good {
-		t.Errorf("current system %s, want the previous %s", f.current(host), good)
-	}
-	if h := f.exec(host, "cat /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, "rolled back by the target itself") {
-		t.Errorf("history:\n%s", h)
+		t.Fatalf("rollback:to 1: current %s", f.current(host))
 	}
 	healthy(t, f, host)
 }
@@ -340,6 +378,10 @@ func TestFaultWaitDoesNotUndoOtherDeployer(t *testing.T) {
 		t.Fatalf("first deployer: %v\n%s", err, out.String())
 	}
 	failsWith(t, r, "rolled back to generation 2")
+	// It really waited for the first one (else this proves nothing).
+	if !strings.Contains(r.Combined(), "waiting: "+host+" is being deployed by ") {
+		t.Errorf("the second deployer did not wait for the first:\n%s", r.Combined())
+	}
 	if f.generation(host) != 2 {
 		t.Fatalf("generation %d: the waiting deployer undid the first one's work", f.generation(host))
 	}

@@ -219,6 +219,8 @@ func TestLockWaitInterruptedLeavesNothing(t *testing.T) {
 	if f.generation(host) != 1 {
 		t.Fatalf("generation %d", f.generation(host))
 	}
+	f.lab.Shape(context.Background(), host, lab.Link{})
+	healthy(t, f, host)
 }
 
 func TestKilledDeployerReleasesLock(t *testing.T) {
@@ -263,6 +265,8 @@ func TestActivationFailureRollsBack(t *testing.T) {
 	if h := f.exec("dev-workstation", "cat /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"result":"rolled-back"`) || !strings.Contains(h, `"rolledBackTo":1`) {
 		t.Errorf("history:\n%s", h)
 	}
+	testutil.Edit(t, f.repo, "targets/dev-workstation/configuration.nix", `lab.simulate.activation = { exitCode = 4; message = "warning: the following units failed: broken.service"; };`, "")
+	healthy(t, f, "dev-workstation")
 }
 
 func TestMagicRollbackWhenSwitchCutsSSH(t *testing.T) {
@@ -285,6 +289,8 @@ func TestMagicRollbackWhenSwitchCutsSSH(t *testing.T) {
 	if h := f.exec("lab-server", "cat /var/lib/nixos-config/history.jsonl"); !strings.Contains(h, `"result":"rolled-back"`) || !strings.Contains(h, "rolled back by the target itself") {
 		t.Errorf("history:\n%s", h)
 	}
+	testutil.Edit(t, f.repo, "targets/lab-server/configuration.nix", `lab.simulate.sshd = "stop";`, "")
+	healthy(t, f, "lab-server")
 }
 
 // setHealth gives a target of the lab inventory health checks.
@@ -315,6 +321,8 @@ func TestFailingHealthCheckRollsBack(t *testing.T) {
 		t.Fatalf("-norollback: generation %d\nwatchdogs: %s\nhistory: %s", f.generation("media-center"), f.watchdogs("media-center"),
 			f.exec("media-center", "cat /var/lib/nixos-config/history.jsonl 2>/dev/null; true"))
 	}
+	setHealth(t, f, "media-center", nil)
+	healthy(t, f, "media-center")
 }
 
 func TestFailFast(t *testing.T) {

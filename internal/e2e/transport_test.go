@@ -240,6 +240,8 @@ func TestLinkDownMidCopyFailsFast(t *testing.T) {
 	if f.generation("media-center") != 0 {
 		t.Errorf("something was activated: generation %d", f.generation("media-center"))
 	}
+	f.lab.Shape(ctx, "media-center", lab.Link{})
+	healthy(t, f, "media-center")
 }
 
 // Targets reached as ~/.ssh/config says: one only through the bastion

@@ -44,17 +44,27 @@ func TestTrustNoTrustedUserDeployAndRollback(t *testing.T) {
 // stops in the preflight, before anything is copied, naming sudo and its
 // remedy. (A sudoers rule cannot refuse the daemon alone: every root
 // command, the daemon too, starts as `sh -c`, so sudo allows all or none.)
+// The user has a password and gives the right one: sudo accepts it, then
+// refuses the user.
 func TestTrustSudoRefused(t *testing.T) {
 	f := newFixture(t)
 	const host = "dev-workstation"
 	ctx := context.Background()
-	if err := f.lab.RemoveSudo(ctx, host); err != nil {
+	pw := fmt.Sprintf("Pw-right-%x", time.Now().UnixNano())
+	if err := f.lab.RequireSudoPassword(ctx, host, pw); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.lab.PasswordlessSudo(ctx, host) })
-	r := f.mageStdin("not-the-password\n", "deploy", host, "-", "-lab", "-asksudo")
-	failsWith(t, r, "dev-workstation: preflight: sudo on dev-workstation rejected the password", "run again and type monibahmed's password on the target")
-	if f.generation(host) != 0 {
+	if err := f.lab.RemoveSudo(ctx, host); err != nil {
+		t.Fatal(err)
+	}
+	before := f.generation(host)
+	r := f.mageStdin(pw+"\n", "deploy", host, "-", "-lab", "-asksudo")
+	failsWith(t, r, "dev-workstation: preflight: monibahmed may not use sudo on dev-workstation", "add monibahmed to wheel")
+	if line := testutil.ErrorLine(r); strings.Contains(line, "rejected the password") || strings.Contains(line, "refused the password") {
+		t.Errorf("the right password is blamed: %s", testutil.ErrorLine(r))
+	}
+	if f.generation(host) != before {
 		t.Fatal("deployed without sudo")
 	}
 }

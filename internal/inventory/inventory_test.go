@@ -90,7 +90,7 @@ func TestLintFindsProblems(t *testing.T) {
 		{Name: "one", Facts: Facts{Address: "10.0.0.5", User: "monibahmed", System: "x86_64-linux"}},
 		{Name: "two", Facts: Facts{Address: "10.0.0.5", User: "monibahmed", System: "x86_64-linux"}},
 		{Name: "three", Facts: Facts{Address: "999.1.1.1", User: "monibahmed", System: "x86_64-linux",
-			Health: []HealthCheck{{Type: "tcp"}, {Type: "http", URL: "ftp://x"}, {Type: "ping"}}}},
+			Health: []HealthCheck{{Type: "tcp"}, {Type: "http", URL: "ftp://x"}, {Type: "ping"}, {Type: "tcp", Port: 22, Timeout: "-5s"}}}},
 	}}
 	var lines []string
 	for _, p := range inv.Lint() {
@@ -104,6 +104,7 @@ func TestLintFindsProblems(t *testing.T) {
 		"three: health check 1: type \"tcp\" needs \"port\"",
 		"three: health check 2: type \"http\" needs \"url\"",
 		"three: health check 3: unknown type \"ping\"",
+		`three: health check 4: timeout "-5s": must be between 1ns and 1h`,
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("missing %q in:\n%s", want, all)

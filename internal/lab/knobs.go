@@ -184,6 +184,17 @@ func (l *Lab) RequireSudoPassword(ctx context.Context, host, password string) er
 	if err != nil {
 		return err
 	}
+	if err := l.setPassword(host, strings.TrimSpace(hash)); err != nil {
+		return err
+	}
+	if err := l.setSudoers(host, sudoRule(l.state.User, true)); err != nil {
+		return err
+	}
+	return l.clearSudoTimestamps(ctx, host)
+}
+
+// setPassword sets the deploy user's password field in the host's shadow.
+func (l *Lab) setPassword(host, field string) error {
 	shadowPath, data, err := l.readHostFile(host, "etc/shadow")
 	if err != nil {
 		return err
@@ -193,22 +204,20 @@ func (l *Lab) RequireSudoPassword(ctx context.Context, host, password string) er
 	for i, line := range lines {
 		if strings.HasPrefix(line, u+":") {
 			f := strings.Split(line, ":")
-			f[1] = strings.TrimSpace(hash)
+			f[1] = field
 			lines[i] = strings.Join(f, ":")
 		}
 	}
-	if err := rewrite(shadowPath, strings.Join(lines, "\n")); err != nil {
-		return err
-	}
-	if err := l.setSudoers(host, sudoRule(u, true)); err != nil {
-		return err
-	}
-	return l.clearSudoTimestamps(ctx, host)
+	return rewrite(shadowPath, strings.Join(lines, "\n"))
 }
 
-// PasswordlessSudo restores the default: sudo without a password.
+// PasswordlessSudo restores the default: sudo without a password, and no
+// password for the deploy user (see shadowFor).
 func (l *Lab) PasswordlessSudo(ctx context.Context, host string) error {
 	if err := l.setSudoers(host, sudoRule(l.state.User, false)); err != nil {
+		return err
+	}
+	if err := l.setPassword(host, "*"); err != nil {
 		return err
 	}
 	return l.clearSudoTimestamps(ctx, host)

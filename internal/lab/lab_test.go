@@ -311,6 +311,53 @@ func TestKnobSudo(t *testing.T) {
 	mustSSH(t, l, "beta", "sudo -n true")
 }
 
+// A lab host's shadow holds no password: not this machine's (its hashes,
+// root's included, stay here), and none a knob left behind.
+func TestShadowHoldsNoPassword(t *testing.T) {
+	l := requireLab(t)
+	ctx := context.Background()
+	// A password knob turned on and off again leaves none either.
+	if err := l.RequireSudoPassword(ctx, "beta", "lab-shadow-secret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PasswordlessSudo(ctx, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := os.ReadFile("/etc/shadow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := map[string]bool{}
+	for _, line := range strings.Split(string(mine), "\n") {
+		if f := strings.Split(line, ":"); len(f) > 1 && len(f[1]) > 2 {
+			hashes[f[1]] = true
+		}
+	}
+	n := 0
+	for _, h := range l.Hosts() {
+		if h.Role != RoleTarget {
+			continue
+		}
+		_, data, err := l.readHostFile(h.Name, "etc/shadow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			n++
+			f := strings.Split(line, ":")
+			if len(f) < 2 || (f[1] != "*" && !strings.HasPrefix(f[1], "!")) {
+				t.Errorf("%s: the shadow line of %q has a password field", h.Name, f[0])
+			}
+			if len(f) > 1 && hashes[f[1]] {
+				t.Errorf("%s: shadow line with this machine's password of %s", h.Name, f[0])
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no shadow line read")
+	}
+}
+
 func TestKnobTrustAndNixDaemon(t *testing.T) {
 	l := requireLab(t)
 	ctx := context.Background()

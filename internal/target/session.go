@@ -137,7 +137,7 @@ func commandError(what string, err error, out sshx.Output) *Error {
 	if errors.As(err, &se) {
 		return &Error{Section: SectionOf(se.Kind), Cause: what + ": " + se.Cause, Remedy: se.Remedy, Err: err}
 	}
-	if strings.HasPrefix(err.Error(), "interrupted") {
+	if errors.Is(err, context.Canceled) {
 		return &Error{Section: trouble.Network, Cause: what + ": interrupted", Err: err}
 	}
 	var ee *sshx.ExitError

@@ -44,8 +44,10 @@ type Target struct {
 	// ReachFails makes the magic-rollback confirmation fail (the unit
 	// already rolled back by itself).
 	ReachFails bool
-	// Health: exit status of health-check commands.
+	// Health: exit status of health-check commands. OnHealth, when set,
+	// runs (unlocked) as each health-check command starts.
 	HealthCode int
+	OnHealth   func()
 	// LostAtSudo: the connection drops while sudo starts (its session
 	// ends without an exit status).
 	LostAtSudo bool
@@ -224,6 +226,11 @@ func (t *Target) user(line string, in *bufio.Reader, out, errw io.Writer) int {
 		fmt.Fprintf(out, "current system-%d-link\n", t.Generation)
 	case strings.HasPrefix(line, "timeout -s KILL"):
 		t.Log = append(t.Log, "health")
+		if f := t.OnHealth; f != nil {
+			t.Unlock()
+			f()
+			t.Lock()
+		}
 		return t.HealthCode
 	case strings.HasPrefix(line, "systemctl is-system-running"):
 		io.WriteString(out, "running\n")
