@@ -36,7 +36,11 @@ func (j *job) activate(ctx context.Context) *Failure {
 		Start:        j.entry,
 		RolledBackOK: target.Entry{ID: token, Result: target.ResultRolledBack, RolledBackTo: st.Generation,
 			Note: "rolled back by the target itself: the deployer did not confirm the switch over a new SSH connection"},
-		RolledBackFailed: target.Entry{ID: token, Result: target.ResultFailed, Note: "the target's own rollback failed"},
+		RolledBackOnVerdict: target.Entry{ID: token, Result: target.ResultRolledBack, RolledBackTo: st.Generation,
+			Note: "rolled back on the deployer's verdict: the deployment failed"},
+		RolledBackVanished: target.Entry{ID: token, Result: target.ResultRolledBack, RolledBackTo: st.Generation,
+			Note: "rolled back by the target itself: the switch failed and the deployer disappeared"},
+		RolledBackFailed: target.Entry{ID: token, Result: target.ResultFailed, Note: "the rollback failed"},
 		Vanished:         target.Entry{ID: token, Result: target.ResultActivated, Note: "the deployer disappeared before verifying the switch; kept as it is"},
 	}
 	if j.magic {

@@ -294,6 +294,19 @@ func TestStageDecisions(t *testing.T) {
 			if len(ft.History) != tc.records {
 				t.Errorf("%d history lines, want %d:\n%s", len(ft.History), tc.records, strings.Join(ft.History, "\n"))
 			}
+			if tc.records == 3 && len(ft.History) == 3 {
+				// The unit's own line says why it rolled back.
+				why := "rolled back by the target itself: the deployer did not confirm"
+				switch {
+				case ft.RollbackCode != 0:
+					why = "the rollback failed"
+				case strings.Contains(tc.verdict, "rollback"):
+					why = "rolled back on the deployer's verdict"
+				}
+				if !strings.Contains(ft.History[1], why) {
+					t.Errorf("the unit's history line %s, want %q", ft.History[1], why)
+				}
+			}
 			if tc.history != "" && !strings.Contains(last, tc.history) {
 				t.Errorf("history ends with %s, want %s\n%v", last, tc.history, ft.History)
 			}

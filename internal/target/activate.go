@@ -52,9 +52,13 @@ type Plan struct {
 	AutoRollback bool
 	Systemd      bool
 	// History lines: Start is appended when the unit starts; the others
-	// are appended by the unit itself when it rolls back (ok, failed) or
-	// the deployer vanished.
+	// are appended by the unit itself when it rolls back (RolledBackOK: by
+	// itself, the deployer not back in time; RolledBackOnVerdict: on the
+	// deployer's verdict; RolledBackVanished: a failed switch, the deployer
+	// gone; RolledBackFailed: any of these failed) or the deployer vanished
+	// after a switch that worked (Vanished). An empty one is not written.
 	Start, RolledBackOK, RolledBackFailed, Vanished Entry
+	RolledBackOnVerdict, RolledBackVanished         Entry
 }
 
 var tokenRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$`)
@@ -88,6 +92,12 @@ type Activation struct {
 // Dir is the unit's directory on the target.
 func (a *Activation) Dir() string { return a.dir }
 
+// unitHistoryFiles are the history lines the install script writes into
+// the unit's directory, from as many arguments, in this order (an empty
+// argument: no such file): Plan's Start, RolledBackOK, RolledBackFailed,
+// Vanished, RolledBackOnVerdict, RolledBackVanished (see activate.sh).
+const unitHistoryFiles = "start history-rolledback-ok history-rolledback-failed history-vanished history-rolledback-verdict history-rolledback-vanished"
+
 const installScript = `token=$1 systemd=$2
 shift 2
 dir=` + RunDir + `/$token
@@ -95,7 +105,7 @@ umask 077
 mkdir -p ` + RunDir + ` && chmod 700 ` + RunDir + ` || exit 1
 mkdir "$dir" || exit 1
 cat >"$dir/activate.sh" || exit 1
-for f in start history-rolledback-ok history-rolledback-failed history-vanished; do
+for f in ` + unitHistoryFiles + `; do
 	[ -n "$1" ] && printf '%s\n' "$1" >"$dir/$f"
 	shift
 done
@@ -132,8 +142,8 @@ func (s *Session) StartActivation(ctx context.Context, p Plan) (*Activation, err
 	if err := p.validate(); err != nil {
 		return nil, &Error{Section: trouble.TargetSetup, Cause: err.Error(), Remedy: "this is a bug: report it"}
 	}
-	lines := make([]string, 0, 4)
-	for _, e := range []Entry{p.Start, p.RolledBackOK, p.RolledBackFailed, p.Vanished} {
+	lines := make([]string, 0, 6)
+	for _, e := range []Entry{p.Start, p.RolledBackOK, p.RolledBackFailed, p.Vanished, p.RolledBackOnVerdict, p.RolledBackVanished} {
 		l := ""
 		if e.ID != "" {
 			t, err := FormatHistory(e)
@@ -406,7 +416,9 @@ func (s *Session) RollbackTo(ctx context.Context, token string, systemd bool, ge
 	if systemd {
 		sys = "1"
 	}
-	args := []string{"sh", "-c", installScript, "install-activation", token, sys, "", "", "", "", "rollback-to", strconv.Itoa(generation), path}
+	args := []string{"sh", "-c", installScript, "install-activation", token, sys}
+	args = append(args, make([]string, len(strings.Fields(unitHistoryFiles)))...) // no history lines
+	args = append(args, "rollback-to", strconv.Itoa(generation), path)
 	out, err := s.RunRoot(ctx, Root{Name: "starting the rollback", Args: args, Stdin: strings.NewReader(unitScript())})
 	if err != nil {
 		return Switched{}, nil, commandError("starting the rollback", err, out)

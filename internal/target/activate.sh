@@ -12,8 +12,8 @@
 # The history file's path (history= below) is filled in by the deployer
 # from internal/target's HistoryFile.
 # <dir> (0700) holds this script and the history lines rendered by the
-# deployer (history-rolledback-ok, history-rolledback-failed,
-# history-vanished); this script writes there: pid, started, result,
+# deployer (history-rolledback-ok, -verdict, -vanished, history-rolledback-
+# failed, history-vanished); this script writes there: pid, started, result,
 # switch.log, rollback, done. The deployer writes there: reached, verdict.
 #
 # Nothing polls in a loop of its own: the deployer waits for result by
@@ -105,6 +105,8 @@ deploy)
 	put result "switched $rc $(readlink "$profile" 2>/dev/null)"
 	exec 5>&-
 
+	# rollback <why: ok (by itself: no new connection in time), verdict,
+	# vanished>: back to what ran before, recorded with the reason's line.
 	rollback() {
 		case $mode in
 		switch | boot)
@@ -117,7 +119,13 @@ deploy)
 			;;
 		*) rrc=0 ;;
 		esac
-		if [ "$rrc" = 0 ]; then record history-rolledback-ok; else record history-rolledback-failed; fi
+		if [ "$rrc" != 0 ]; then
+			record history-rolledback-failed
+		elif [ -f "$dir/history-rolledback-$1" ]; then
+			record "history-rolledback-$1"
+		else
+			record history-rolledback-ok
+		fi
 		put rollback "rolledback $rrc $(readlink "$profile" 2>/dev/null)"
 	}
 
@@ -127,20 +135,20 @@ deploy)
 		# The deployer and this race for the mkdir (see reachedStateScript).
 		if ! wait_for reached "$reach" && mkdir "$dir/reached" 2>/dev/null; then
 			echo "no new SSH connection from the deployer within ${reach}s: rolling back" >>"$dir/rollback.log"
-			rollback
+			rollback ok
 			put done "watchdog"
 			exit 0
 		fi
 	fi
 	if wait_for verdict "$verdict_timeout"; then
 		v=$(head -c 16 "$dir/verdict")
-		if [ "$v" = rollback ]; then rollback; fi
+		if [ "$v" = rollback ]; then rollback verdict; fi
 		put done "verdict $v"
 		exit 0
 	fi
 	# The deployer vanished before deciding.
 	if [ "$rc" != 0 ] && [ "$auto" = 1 ]; then
-		rollback
+		rollback vanished
 		put done "vanished rollback"
 	else
 		record history-vanished

@@ -73,6 +73,7 @@ type unit struct {
 	prevPath, prevCurrent     string
 	result, rollback, okLine  string
 	failedLine, vanishedLine  string
+	verdictLine               string
 	reached, done, rolledBack bool
 }
 
@@ -349,7 +350,7 @@ func (t *Target) root(args []string, in *bufio.Reader, out, errw io.Writer) int 
 		t.Verdicts = append(t.Verdicts, args[5])
 		t.Log = append(t.Log, "verdict "+args[5])
 		if args[5] == "rollback" {
-			t.rollbackLocked()
+			t.rollbackLocked(true)
 		}
 		return 0
 	case "outcome":
@@ -376,18 +377,19 @@ func (t *Target) install(a []string, in *bufio.Reader) int {
 	t.Lock()
 	defer t.Unlock()
 	t.Activations = append(t.Activations, append([]string(nil), a...))
-	// token, systemd, start, ok, failed, vanished, action, ...
-	start, ok, failed, vanished, action := a[2], a[3], a[4], a[5], a[6]
+	// token, systemd, start, ok, failed, vanished, on verdict, rolled back
+	// vanished, action, ...
+	start, ok, failed, vanished, onVerdict, action := a[2], a[3], a[4], a[5], a[6], a[8]
 	if start != "" {
 		t.History = append(t.History, start)
 	}
-	rest := a[7:]
+	rest := a[9:]
 	switch action {
 	case "deploy":
 		mode, path, setprofile := rest[0], rest[1], rest[2]
 		prevGen, _ := strconv.Atoi(rest[3])
 		t.unit = unit{mode: mode, path: path, prevGen: prevGen, prevPath: dash(rest[4]), prevCurrent: dash(rest[5]),
-			okLine: ok, failedLine: failed, vanishedLine: vanished}
+			okLine: ok, failedLine: failed, vanishedLine: vanished, verdictLine: onVerdict}
 		t.Log = append(t.Log, "activate "+mode)
 		if setprofile == "1" {
 			t.Generation++
@@ -406,8 +408,9 @@ func (t *Target) install(a []string, in *bufio.Reader) int {
 	return 0
 }
 
-// rollbackLocked does what the unit does to roll back.
-func (t *Target) rollbackLocked() {
+// rollbackLocked does what the unit does to roll back (by itself, or on
+// the deployer's verdict).
+func (t *Target) rollbackLocked(onVerdict ...bool) {
 	u := &t.unit
 	switch u.mode {
 	case "switch", "boot":
@@ -420,9 +423,12 @@ func (t *Target) rollbackLocked() {
 	}
 	u.rolledBack = true
 	u.rollback = fmt.Sprintf("rolledback %d %s", t.RollbackCode, link(t.Generation))
-	if t.RollbackCode == 0 && u.okLine != "" {
+	switch {
+	case t.RollbackCode == 0 && len(onVerdict) > 0 && u.verdictLine != "":
+		t.History = append(t.History, u.verdictLine)
+	case t.RollbackCode == 0 && u.okLine != "":
 		t.History = append(t.History, u.okLine)
-	} else if u.failedLine != "" {
+	case t.RollbackCode != 0 && u.failedLine != "":
 		t.History = append(t.History, u.failedLine)
 	}
 	t.Log = append(t.Log, "rolled back")
