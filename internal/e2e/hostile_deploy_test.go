@@ -200,6 +200,21 @@ func TestHostileLockOutput(t *testing.T) {
 	}
 }
 
+// A flock on the target that never takes the lock and prints a line (with
+// escapes) every second: those lines do not keep the deployer waiting.
+// Without -wait the lock has one deadline, -cmdtimeout.
+func TestHostileLockChatters(t *testing.T) {
+	f := newFixture(t)
+	f.install("lab-server", "flock", "#!/bin/sh\necho $$ >> /tmp/hostile-sleepers\nwhile :; do printf '\\033[2Jstill here\\n' || exit; sleep 1; done\n")
+	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-cmdtimeout=5s")
+	f.fakeRan("lab-server", "/tmp/hostile-sleepers")
+	m.failsBounded(t, "taking the deploy lock on lab-server did not finish within 5s", `\x1b[2Jstill here`, "raise -cmdtimeout")
+	if m.Killed {
+		t.Fatalf("the deploy did not end by itself:\n%s", m.Combined())
+	}
+	f.stillOn("lab-server", 0)
+}
+
 func TestHostileHardwareHugeOrHanging(t *testing.T) {
 	f := newFixture(t)
 	ran := func() {
