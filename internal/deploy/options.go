@@ -56,6 +56,9 @@ type Options struct {
 	// connection lives before it is declared dead.
 	CommandTimeout time.Duration
 	DeadPeer       time.Duration
+	// BuildSilence bounds a build on a build host or the target that
+	// prints nothing (default DefaultBuildSilence).
+	BuildSilence time.Duration
 	// Trust: how the target comes to accept the copied paths (default
 	// TrustSudo); SigningKey is the secret key for TrustSigned.
 	Trust      Trust
@@ -89,6 +92,9 @@ const (
 // DefaultJobs is the number of targets deployed at once unless -jobs says
 // otherwise: copies are network bound, and the build is shared anyway.
 const DefaultJobs = 8
+
+// DefaultBuildSilence: how long a remote build may print nothing.
+const DefaultBuildSilence = 30 * time.Minute
 
 // Normalize validates and fills defaults.
 func (o *Options) Normalize() error {
@@ -130,7 +136,8 @@ func (o *Options) Normalize() error {
 		name string
 		v    *time.Duration
 		def  time.Duration
-	}{{"timeout", &o.ConnectTimeout, sshx.DefaultTimeout}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, sshx.DefaultDeadAfter}} {
+	}{{"timeout", &o.ConnectTimeout, sshx.DefaultTimeout}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, sshx.DefaultDeadAfter},
+		{"buildsilence", &o.BuildSilence, DefaultBuildSilence}} {
 		if *d.v < 0 {
 			return fmt.Errorf("invalid -%s=%v: must be positive", d.name, *d.v)
 		}
