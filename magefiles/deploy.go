@@ -23,6 +23,7 @@ type deployFlags struct {
 	norollback, nomagic, wait, failfast                  *bool
 	jobs, port                                           *int
 	timeout, cmdtimeout, deadpeer, confirmtimeout        *time.Duration
+	buildsilence                                         *time.Duration
 }
 
 // options turns the flags into deploy options; a flag given with a value
@@ -52,7 +53,8 @@ func (f deployFlags) options(fl *fleet) (deploy.Options, error) {
 		flag *time.Duration
 		dst  *time.Duration
 	}{{"timeout", f.timeout, &o.ConnectTimeout}, {"cmdtimeout", f.cmdtimeout, &o.CommandTimeout},
-		{"deadpeer", f.deadpeer, &o.DeadPeer}, {"confirmtimeout", f.confirmtimeout, &o.ConfirmTimeout}} {
+		{"deadpeer", f.deadpeer, &o.DeadPeer}, {"confirmtimeout", f.confirmtimeout, &o.ConfirmTimeout},
+		{"buildsilence", f.buildsilence, &o.BuildSilence}} {
 		if d.flag == nil {
 			continue
 		}
@@ -152,6 +154,7 @@ func Deploy(ctx context.Context, name, address string,
 	confirmtimeout *time.Duration, // how long the target waits for the deployer to reconnect before rolling back (default 60s)
 	wait *bool, // wait while another deployer holds the target instead of failing
 	buildon *string, // where to build: local (this machine, default), target, or a build host of the inventory; overrides target.json's "build"
+	buildsilence *time.Duration, // a build on a build host or the target that prints nothing this long is stopped (default 30m)
 ) error {
 	// -user and -port are applied by deploy.Options (for every target of the run).
 	e, fl, t, err := resolveTarget(ctx, name, address, lab, nil)
@@ -164,7 +167,7 @@ func Deploy(ctx context.Context, name, address string,
 	return runDeploy(ctx, e, fl, []inventory.Target{t}, deployFlags{mode: mode, user: user, port: port, rev: rev, trust: trust, signingkey: signingkey,
 		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
 		timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
-		confirmtimeout: confirmtimeout, wait: wait, buildon: buildon})
+		confirmtimeout: confirmtimeout, wait: wait, buildon: buildon, buildsilence: buildsilence})
 }
 
 // DeployAll deploys every inventory target in parallel (at most -jobs at a
@@ -194,6 +197,7 @@ func DeployAll(ctx context.Context,
 	wait *bool, // wait while another deployer holds a target instead of failing it
 	failfast *bool, // start no new target once one has failed
 	buildon *string, // where to build: local (this machine, default), target (each target itself), or a build host of the inventory; overrides target.json's "build"
+	buildsilence *time.Duration, // a build on a build host or a target that prints nothing this long is stopped (default 30m)
 ) error {
 	e, fl, err := openFleet(ctx, lab)
 	if err != nil {
@@ -211,7 +215,7 @@ func DeployAll(ctx context.Context,
 	return runDeploy(ctx, e, fl, targets, deployFlags{mode: mode, user: user, port: port, rev: rev, trust: trust, signingkey: signingkey,
 		allowdirty: allowdirty, substitute: substitute, asksudo: asksudo, force: force, lab: lab, offline: offline,
 		jobs: jobs, timeout: timeout, cmdtimeout: cmdtimeout, deadpeer: deadpeer, norollback: norollback, nomagic: nomagic,
-		confirmtimeout: confirmtimeout, wait: wait, failfast: failfast, buildon: buildon})
+		confirmtimeout: confirmtimeout, wait: wait, failfast: failfast, buildon: buildon, buildsilence: buildsilence})
 }
 
 // requireConfiguration checks that targets/<name>/ exists, so that an

@@ -243,6 +243,13 @@ func (j *job) stallTimeout() time.Duration { return max(j.o.CommandTimeout, 30*t
 // stall timeout; the returned channel is closed when it did. each, if not
 // nil, runs at every look (twice a second).
 func (j *job) watchStall(ctx context.Context, cancel context.CancelFunc, b *target.Bridge, each func()) <-chan struct{} {
+	return watchIdle(ctx, cancel, b.Idle, j.stallTimeout(), each)
+}
+
+// watchIdle cancels when idle() exceeds limit; the returned channel is
+// closed when it did. each, if not nil, runs at every look (twice a
+// second).
+func watchIdle(ctx context.Context, cancel context.CancelFunc, idle func() time.Duration, limit time.Duration, each func()) <-chan struct{} {
 	stalled := make(chan struct{})
 	go func() {
 		tick := time.NewTicker(500 * time.Millisecond)
@@ -255,7 +262,7 @@ func (j *job) watchStall(ctx context.Context, cancel context.CancelFunc, b *targ
 				if each != nil {
 					each()
 				}
-				if b.Idle() > j.stallTimeout() {
+				if idle() > limit {
 					close(stalled)
 					cancel()
 					return

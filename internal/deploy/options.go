@@ -58,6 +58,9 @@ type Options struct {
 	// ServerAliveInterval x ServerAliveCountMax, else sshx.DefaultDeadAfter).
 	CommandTimeout time.Duration
 	DeadPeer       time.Duration
+	// BuildSilence bounds a build on a build host or the target that
+	// prints nothing (default DefaultBuildSilence).
+	BuildSilence time.Duration
 	// Trust: how the target comes to accept the copied paths (default
 	// TrustSudo); SigningKey is the secret key for TrustSigned.
 	Trust      Trust
@@ -91,6 +94,9 @@ const (
 // DefaultJobs is the number of targets deployed at once unless -jobs says
 // otherwise: copies are network bound, and the build is shared anyway.
 const DefaultJobs = 8
+
+// DefaultBuildSilence: how long a remote build may print nothing.
+const DefaultBuildSilence = 30 * time.Minute
 
 // Normalize validates and fills defaults.
 func (o *Options) Normalize() error {
@@ -135,7 +141,8 @@ func (o *Options) Normalize() error {
 		name string
 		v    *time.Duration
 		def  time.Duration
-	}{{"timeout", &o.ConnectTimeout, 0}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, 0}} {
+	}{{"timeout", &o.ConnectTimeout, 0}, {"cmdtimeout", &o.CommandTimeout, target.DefaultCommandTimeout}, {"deadpeer", &o.DeadPeer, 0},
+		{"buildsilence", &o.BuildSilence, DefaultBuildSilence}} {
 		if *d.v < 0 {
 			return fmt.Errorf("invalid -%s=%v: must be positive", d.name, *d.v)
 		}

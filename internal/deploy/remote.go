@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -250,12 +252,33 @@ func (j *job) realise(ctx context.Context, bh *buildHost, who, root, what string
 	out := &bounded{max: 64 << 10}
 	// With --add-root, Nix prints the root's name; readlink then names
 	// the system it holds. (--indirect: needed by Nix 2.8, ignored since.)
-	line := "nix-store " + run.ShellJoin(append(nix.RealiseArgs(), "--add-root", root, "--indirect", what)...) + " >/dev/null && readlink " + run.Quote(root)
-	// No time limit: a build takes what it takes. A dead connection is
+	// No time limit on the whole build: a build takes what it takes. A
+	// silent one is bounded: the builder's Nix stops a build step that
+	// prints nothing for -buildsilence (--max-silent-time, a flag of
+	// nix-store since long before 2.8), and this side ends the session
+	// when not a byte arrived for that long plus a margin (a builder that
+	// keeps the connection alive but never answers). A dead connection is
 	// found by the keepalives, an interrupt closes the session (and the
 	// daemon then stops the build).
-	_, err := bh.sess.Conn.Exec(ctx, sshx.Command{Line: line, Stdout: out, Stderr: parser, Name: "nix-store --realise"})
+	silence := j.buildSilence()
+	secs := int64((silence + time.Second - 1) / time.Second)
+	args := append([]string{"--max-silent-time", strconv.FormatInt(secs, 10)}, nix.RealiseArgs()...)
+	line := "nix-store " + run.ShellJoin(append(args, "--add-root", root, "--indirect", what)...) + " >/dev/null && readlink " + run.Quote(root)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	seen := &lastByte{}
+	seen.touch()
+	silent := watchIdle(sctx, cancel, seen.idle, silence+silenceMargin(silence), nil)
+	_, err := bh.sess.Conn.Exec(sctx, sshx.Command{Line: line, Stdout: seen.wrap(out), Stderr: seen.wrap(parser), Name: "nix-store --realise"})
 	if err != nil {
+		select {
+		case <-silent:
+			if ctx.Err() == nil {
+				return &Failure{Section: trouble.RemoteBuild, Cause: fmt.Sprintf("the build on %s printed nothing for %v", bh.name, silence),
+					Remedy: "check the build there (a hung build step, or its Nix or machine); nothing was copied to the target; raise -buildsilence if a build step is that quiet", Err: err}
+			}
+		default:
+		}
 		return j.realiseFailure(ctx, bh, who, parser, err)
 	}
 	for _, p := range strings.Fields(out.String()) {
@@ -309,6 +332,10 @@ func (j *job) realiseFailure(ctx context.Context, bh *buildHost, who string, p *
 	e := errs[len(errs)-1]
 	f := &Failure{Section: trouble.Build, Cause: "build failed on " + bh.name + ": " + target.Clean(e.OneLine(), 400),
 		Remedy: "see the builder's output below; fix the package or configuration and deploy again", Err: err}
+	if strings.Contains(e.Message, "timed out") && strings.Contains(e.Message, "silence") {
+		// Nix stopped a build step quiet for --max-silent-time.
+		f.Remedy = fmt.Sprintf("a build step printed nothing for %v: see the builder's output below; raise -buildsilence if it is that quiet", j.buildSilence())
+	}
 	if drv := drvIn(e.Message); drv != "" {
 		for _, l := range p.BuildLog(drv) {
 			f.Detail = append(f.Detail, target.Clean(l, 300))
@@ -508,3 +535,36 @@ func (w *bounded) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// buildSilence is how long a remote build may print nothing.
+func (j *job) buildSilence() time.Duration {
+	if j.o.BuildSilence > 0 {
+		return j.o.BuildSilence
+	}
+	return DefaultBuildSilence
+}
+
+// silenceMargin leaves the builder's Nix time to stop a silent build and
+// say so before this side gives up on the session.
+func silenceMargin(d time.Duration) time.Duration {
+	return min(max(d/10, time.Second), time.Minute)
+}
+
+// lastByte records when a byte last arrived on any of the writers it
+// wraps.
+type lastByte struct{ at atomic.Int64 }
+
+func (l *lastByte) touch() { l.at.Store(time.Now().UnixNano()) }
+
+func (l *lastByte) idle() time.Duration { return time.Since(time.Unix(0, l.at.Load())) }
+
+func (l *lastByte) wrap(w io.Writer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		l.touch()
+		return w.Write(p)
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -19,6 +19,7 @@ import (
 	xknownhosts "golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/monibahmed/nixos-config/internal/sshx"
+	"github.com/monibahmed/nixos-config/internal/target"
 	"github.com/monibahmed/nixos-config/internal/trouble"
 	"github.com/monibahmed/nixos-config/internal/ui"
 )
@@ -36,8 +37,9 @@ const (
 	// to find the identification line (x/crypto/ssh itself reads at most
 	// 1024 lines of 255 bytes before it).
 	maxBannerRecord = 8 << 10
-	// MaxGeneration is the largest believable system generation number.
-	MaxGeneration = 1_000_000
+	// MaxGeneration bounds believable system generation numbers (below
+	// it), as for a deployment (internal/target).
+	MaxGeneration = target.MaxGeneration
 	// maxNote bounds a value from the host quoted in a note.
 	maxNote = 64
 )
@@ -341,7 +343,7 @@ func generationOf(link string) int {
 		return 0
 	}
 	n, err := strconv.Atoi(m[1])
-	if err != nil || n < 1 || n > MaxGeneration {
+	if err != nil || n < 1 || n >= MaxGeneration {
 		return 0
 	}
 	return n

@@ -85,16 +85,16 @@ func TestHostileDeployHugeHostname(t *testing.T) {
 	t.Cleanup(func() { f.exec("lab-server", "rm -f /tmp/hostile-hostname-ran") })
 	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s")
 	f.fakeRan("lab-server", "/tmp/hostile-hostname-ran")
-	m.failsBounded(t, "lab-server")
+	m.failsBounded(t, "lab-server: preflight", "sent more than 1 MiB on standard output of `preflight`", "check that the target runs a POSIX shell")
 	f.stillOn("lab-server", 0)
 }
 
 func TestHostileDeployPreflightHangs(t *testing.T) {
 	f := newFixture(t)
 	f.install("lab-server", "hostname", sleeper(`lab-server\n`))
-	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s")
+	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s", "-cmdtimeout=5s")
 	f.fakeRan("lab-server", "/tmp/hostile-sleepers")
-	m.failsBounded(t, "lab-server")
+	m.failsBounded(t, "lab-server: preflight", "did not finish `preflight` within 5s", "answers in time")
 	f.stillOn("lab-server", 0)
 }
 
@@ -169,14 +169,15 @@ func TestHostileStatusAndGenerationsHang(t *testing.T) {
 	}
 }
 
-// The lock holder's information is 50 MB with escapes; its lock is held.
+// The lock holder's information is 50 MB starting with escapes (the lock
+// script reads its first 512 bytes); its lock is held.
 func TestHostileLockHolder(t *testing.T) {
 	f := newFixture(t)
-	pid := f.exec("lab-server", `head -c 52428800 /dev/zero | tr '\0' x > /run/nixos-config.lock.info; printf '\033]0;pwned\007\033[2J\r' >> /run/nixos-config.lock.info; setsid flock /run/nixos-config.lock sleep 300 >/dev/null 2>&1 </dev/null & echo $!`)
+	pid := f.exec("lab-server", `printf '\033]0;pwned\007\033[2J\r' > /run/nixos-config.lock.info; head -c 52428800 /dev/zero | tr '\0' x >> /run/nixos-config.lock.info; setsid flock /run/nixos-config.lock sleep 300 >/dev/null 2>&1 </dev/null & echo $!`)
 	// The process group: flock and its sleep, which holds the lock.
 	t.Cleanup(func() { f.exec("lab-server", "kill -- -"+pid+"; rm -f /run/nixos-config.lock.info") })
 	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s")
-	m.failsBounded(t, "lab-server is being deployed by")
+	m.failsBounded(t, "lab-server is being deployed by "+`\x1b]0;pwned\a\x1b[2J\rxxx`)
 	s := f.mageMeasured(100*time.Second, "status", "-lab", "-timeout=3s")
 	s.bounded(t, hostileWall, hostileRSS, hostileOut)
 	assertNoRawControls(t, "status", s.Combined())
@@ -198,6 +199,21 @@ func TestHostileLockOutput(t *testing.T) {
 	if m.CPU > 20*time.Second {
 		t.Errorf("CPU time %v: the lock output is rescanned", m.CPU)
 	}
+}
+
+// A flock on the target that never takes the lock and prints a line (with
+// escapes) every second: those lines do not keep the deployer waiting.
+// Without -wait the lock has one deadline, -cmdtimeout.
+func TestHostileLockChatters(t *testing.T) {
+	f := newFixture(t)
+	f.install("lab-server", "flock", "#!/bin/sh\necho $$ >> /tmp/hostile-sleepers\nwhile :; do printf '\\033[2Jstill here\\n' || exit; sleep 1; done\n")
+	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-cmdtimeout=5s")
+	f.fakeRan("lab-server", "/tmp/hostile-sleepers")
+	m.failsBounded(t, "taking the deploy lock on lab-server did not finish within 5s", `\x1b[2Jstill here`, "raise -cmdtimeout")
+	if m.Killed {
+		t.Fatalf("the deploy did not end by itself:\n%s", m.Combined())
+	}
+	f.stillOn("lab-server", 0)
 }
 
 func TestHostileHardwareHugeOrHanging(t *testing.T) {

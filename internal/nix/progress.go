@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Activity and result types of Nix's --log-format internal-json
@@ -22,19 +23,58 @@ const (
 // Progress is what Nix reported so far.
 type Progress struct {
 	BuildsDone, BuildsExpected int
-	Building                   string   // derivation being built, if any
-	CopiedPaths                []string // store paths whose copy finished
+	Building                   string // derivation being built, if any
+	Copied                     int    // store paths whose copy finished
+	// CopiedPaths are the last of them (at most maxRecentCopies), oldest
+	// first.
+	CopiedPaths []string
 }
 
-// Bounds of what a LogParser keeps: the last maxKept plain lines and
-// errors, lines of at most maxLine bytes.
+// Bounds of what a LogParser keeps (a remote Nix's stderr is untrusted):
+// lines of at most maxLine bytes are read, each kept text is cut to
+// maxKeptLine bytes, plain lines and errors are kept up to maxKept and
+// maxKeptBytes each, the log tails of at most maxLogDrvs derivations up to
+// maxKeptBytes together.
 const (
-	maxKept = 200
-	maxLine = 1 << 20
-	// maxActivities bounds the activities followed at once and the
-	// derivations whose log tails are kept.
-	maxActivities = 50000
+	maxKept      = 200
+	maxLine      = 1 << 20
+	maxKeptLine  = 16 << 10
+	maxKeptBytes = 512 << 10
+	maxLogLines  = 10
+	maxLogDrvs   = 64
+	// maxActivities bounds the activities followed at once; maxNamed the
+	// copies and builds among them (whose path is kept, at most
+	// maxPathLen bytes: a store path is shorter).
+	maxActivities   = 50000
+	maxNamed        = 4096
+	maxPathLen      = 1024
+	maxRecentCopies = 16
 )
+
+// truncatedMark ends a kept text that was cut.
+const truncatedMark = " … (truncated)"
+
+// keep returns s cut to maxKeptLine bytes (marked), in memory of its own
+// (a substring would hold on to the whole line).
+func keep(s string) string {
+	if len(s) <= maxKeptLine {
+		return strings.Clone(s)
+	}
+	cut := maxKeptLine - len(truncatedMark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.Clone(s[:cut]) + truncatedMark
+}
+
+// keepPath returns a path from an event, or "" when it is too long to be
+// one.
+func keepPath(s string) string {
+	if len(s) > maxPathLen {
+		return ""
+	}
+	return strings.Clone(s)
+}
 
 // LogParser consumes Nix's stderr in internal-json format (as an io.Writer),
 // reports progress and keeps the error messages and build log tails.
@@ -44,13 +84,18 @@ type LogParser struct {
 
 	mu       sync.Mutex
 	buf      []byte
+	skipping bool // the rest of a line longer than maxLine is dropped
 	progress Progress
 	types    map[uint64]int    // activity id -> activity type
 	copying  map[uint64]string // activity id -> path
 	building map[uint64]string // activity id -> derivation
 	logs     map[string][]string
+	logOrder []string // derivations with a log tail, least recent first
+	logBytes int
 	errors   []*Error
+	errBytes int
 	plain    []string // lines that were not internal-json
+	plainLen int
 }
 
 type logEvent struct {
@@ -74,28 +119,43 @@ func StripANSI(s string) string { return ansiRE.ReplaceAllString(s, "") }
 
 // Write implements io.Writer.
 func (p *LogParser) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	p.buf = append(p.buf, b...)
-	var lines [][]byte
-	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 {
-			break
+	n := len(b)
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		chunk := b
+		if i >= 0 {
+			chunk = b[:i]
+			b = b[i+1:]
+		} else {
+			b = nil
 		}
-		lines = append(lines, append([]byte(nil), p.buf[:i]...))
-		p.buf = p.buf[i+1:]
+		p.mu.Lock()
+		var l []byte
+		switch {
+		case p.skipping:
+		case len(p.buf)+len(chunk) > maxLine:
+			// A line this long is no log line (a remote Nix's stderr
+			// is untrusted): keep its start, drop the rest of it.
+			l = append(p.buf, chunk[:maxLine-len(p.buf)]...)
+			p.buf, p.skipping = nil, true
+		case i >= 0:
+			l = append(p.buf, chunk...)
+			p.buf = nil
+		default:
+			p.buf = append(p.buf, chunk...)
+		}
+		if i >= 0 {
+			if p.skipping && l == nil {
+				p.buf = nil
+			}
+			p.skipping = false
+		}
+		p.mu.Unlock()
+		if l != nil {
+			p.line(l)
+		}
 	}
-	if len(p.buf) > maxLine {
-		// A line this long is no log line (a remote Nix's stderr is
-		// untrusted): keep its start, drop the rest of it.
-		lines = append(lines, append([]byte(nil), p.buf[:maxLine]...))
-		p.buf = p.buf[:0]
-	}
-	p.mu.Unlock()
-	for _, l := range lines {
-		p.line(l)
-	}
-	return len(b), nil
+	return n, nil
 }
 
 func (p *LogParser) line(l []byte) {
@@ -103,9 +163,13 @@ func (p *LogParser) line(l []byte) {
 	p.mu.Lock()
 	if !bytes.HasPrefix(l, []byte(prefix)) {
 		if s := strings.TrimSpace(StripANSI(string(l))); s != "" {
+			s = keep(s)
 			p.plain = append(p.plain, s)
-			if len(p.plain) > maxKept {
-				p.plain = p.plain[len(p.plain)-maxKept:]
+			p.plainLen += len(s)
+			for len(p.plain) > maxKept || p.plainLen > maxKeptBytes {
+				p.plainLen -= len(p.plain[0])
+				p.plain[0] = ""
+				p.plain = p.plain[1:]
 			}
 		}
 		p.mu.Unlock()
@@ -120,7 +184,7 @@ func (p *LogParser) line(l []byte) {
 		p.types, p.copying, p.building, p.logs = map[uint64]int{}, map[uint64]string{}, map[uint64]string{}, map[string][]string{}
 	}
 	changed := false
-	if ev.Action == "start" && (len(p.types) >= maxActivities || len(p.logs) >= maxActivities) {
+	if ev.Action == "start" && (len(p.types) >= maxActivities || len(p.copying)+len(p.building) >= maxNamed) {
 		ev.Action = "" // a flood of activities that never stop: ignore more
 	}
 	switch ev.Action {
@@ -129,13 +193,14 @@ func (p *LogParser) line(l []byte) {
 		switch ev.Type {
 		case actCopyPath:
 			if len(ev.Fields) > 0 {
-				if s, ok := ev.Fields[0].(string); ok {
-					p.copying[ev.ID] = s
+				if s, ok := ev.Fields[0].(string); ok && keepPath(s) != "" {
+					p.copying[ev.ID] = keepPath(s)
 				}
 			}
 		case actBuild:
 			if len(ev.Fields) > 0 {
-				if s, ok := ev.Fields[0].(string); ok {
+				if s, ok := ev.Fields[0].(string); ok && keepPath(s) != "" {
+					s = keepPath(s)
 					p.building[ev.ID] = s
 					p.progress.Building = s
 					changed = true
@@ -146,7 +211,15 @@ func (p *LogParser) line(l []byte) {
 		delete(p.types, ev.ID)
 		if path, ok := p.copying[ev.ID]; ok {
 			delete(p.copying, ev.ID)
-			p.progress.CopiedPaths = append(p.progress.CopiedPaths, path)
+			p.progress.Copied++
+			recent := p.progress.CopiedPaths
+			if len(recent) >= maxRecentCopies {
+				// A new slice: a Progress handed out keeps its own.
+				recent = append(recent[1:len(recent):len(recent)], path)
+			} else {
+				recent = append(recent[:len(recent):len(recent)], path)
+			}
+			p.progress.CopiedPaths = recent
 			changed = true
 		}
 		if _, ok := p.building[ev.ID]; ok {
@@ -169,11 +242,7 @@ func (p *LogParser) line(l []byte) {
 		case resBuildLogLine:
 			if drv, ok := p.building[ev.ID]; ok && len(ev.Fields) > 0 {
 				if s, ok := ev.Fields[0].(string); ok {
-					lines := append(p.logs[drv], StripANSI(s))
-					if len(lines) > 10 {
-						lines = lines[len(lines)-10:]
-					}
-					p.logs[drv] = lines
+					p.logLine(drv, keep(StripANSI(s)))
 				}
 			}
 		}
@@ -201,19 +270,52 @@ func (p *LogParser) line(l []byte) {
 				}
 			}
 			e.Message = OneLine(strings.TrimPrefix(strings.TrimSpace(e.Message), "error: "))
-			e.Drv = drvRE.FindString(e.Raw + "\n" + e.Message)
+			e.Drv = keepPath(drvRE.FindString(e.Raw + "\n" + e.Message))
+			e.Message, e.Raw, e.File = keep(e.Message), keep(e.Raw), keepPath(e.File)
 			p.errors = append(p.errors, e)
-			if len(p.errors) > maxKept {
-				p.errors = p.errors[len(p.errors)-maxKept:]
+			p.errBytes += len(e.Message) + len(e.Raw)
+			for len(p.errors) > maxKept || p.errBytes > maxKeptBytes {
+				p.errBytes -= len(p.errors[0].Message) + len(p.errors[0].Raw)
+				p.errors[0] = nil
+				p.errors = p.errors[1:]
 			}
 		}
 	}
+	// CopiedPaths is never changed in place: the copy shares it.
 	prog := p.progress
-	prog.CopiedPaths = append([]string(nil), p.progress.CopiedPaths...)
 	cb := p.OnProgress
 	p.mu.Unlock()
 	if changed && cb != nil {
 		cb(prog)
+	}
+}
+
+// logLine adds a line to a derivation's log tail, within the bounds: the
+// tails least recently written to are dropped first.
+func (p *LogParser) logLine(drv, l string) {
+	lines, ok := p.logs[drv]
+	if ok {
+		for i, d := range p.logOrder {
+			if d == drv {
+				p.logOrder = append(p.logOrder[:i], p.logOrder[i+1:]...)
+				break
+			}
+		}
+	}
+	p.logOrder = append(p.logOrder, drv)
+	if len(lines) >= maxLogLines {
+		p.logBytes -= len(lines[0])
+		lines = append(lines[:0:0], lines[1:]...)
+	}
+	p.logs[drv] = append(lines, l)
+	p.logBytes += len(l)
+	for len(p.logOrder) > 1 && (len(p.logOrder) > maxLogDrvs || p.logBytes > maxKeptBytes) {
+		old := p.logOrder[0]
+		for _, l := range p.logs[old] {
+			p.logBytes -= len(l)
+		}
+		delete(p.logs, old)
+		p.logOrder = p.logOrder[1:]
 	}
 }
 

@@ -1,6 +1,10 @@
 package nix
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -38,7 +42,7 @@ func TestLogParser(t *testing.T) {
 	if last.BuildsDone != 1 || last.BuildsExpected != 1 {
 		t.Errorf("builds: %+v", last)
 	}
-	if len(last.CopiedPaths) != 1 || !strings.HasSuffix(last.CopiedPaths[0], "-b2") {
+	if last.Copied != 1 || len(last.CopiedPaths) != 1 || !strings.HasSuffix(last.CopiedPaths[0], "-b2") {
 		t.Errorf("copied: %v", last.CopiedPaths)
 	}
 	log := p.BuildLog("/nix/store/7ww41kl7pj1rshl0p0ijw93hwsmr0w3m-lj.drv")
@@ -76,6 +80,82 @@ func TestLogParserBounds(t *testing.T) {
 	p.mu.Unlock()
 	if n > maxLine {
 		t.Fatalf("buffer of %d bytes", n)
+	}
+}
+
+// A remote Nix that floods the parser (a million copy events, lines and errors
+// of a MiB each, build logs of many derivations) costs the deployer little
+// memory, and what is kept still reports the failure.
+func TestLogParserMemory(t *testing.T) {
+	var last Progress
+	calls := 0
+	p := &LogParser{OnProgress: func(pr Progress) { last = pr; calls++ }}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	const copies = 500000 // a million events
+	var chunk bytes.Buffer
+	for i := 0; i < copies; i++ {
+		fmt.Fprintf(&chunk, `@nix {"action":"start","fields":["/nix/store/6j9xjka5ig3241b8859hvqskwqbnii9b-p%d","local","ssh-ng://u@h"],"id":%d,"level":3,"text":"copying path","type":100}`+"\n", i, i+10)
+		fmt.Fprintf(&chunk, `@nix {"action":"stop","id":%d}`+"\n", i+10)
+		if chunk.Len() > 64<<10 {
+			p.Write(chunk.Bytes())
+			chunk.Reset()
+		}
+	}
+	p.Write(chunk.Bytes())
+	big := strings.Repeat("x", 1<<20)
+	// Lines, errors and log lines of about a MiB, build logs of 300
+	// derivations (a MiB a line for the last few: parsing JSON of a MiB
+	// takes time).
+	for i := 0; i < 300; i++ {
+		p.Write([]byte(big[:len(big)-1] + "\n"))
+		size := 100
+		if i >= 290 {
+			size = len(big) - 200
+		}
+		msg, _ := json.Marshal(fmt.Sprintf("error %d: %s", i, big[:size]))
+		fmt.Fprintf(p, `@nix {"action":"msg","level":0,"msg":%s}`+"\n", msg)
+		drv := fmt.Sprintf("/nix/store/7ww41kl7pj1rshl0p0ijw93hwsmr0w3m-d%d.drv", i)
+		fmt.Fprintf(p, `@nix {"action":"start","fields":["%s","",1,1],"id":%d,"level":3,"text":"building","type":105}`+"\n", drv, 5000000+i)
+		for k := 0; k < 12; k++ {
+			l, _ := json.Marshal(fmt.Sprintf("log %d: %s", k, big[:size]))
+			fmt.Fprintf(p, `@nix {"action":"result","fields":[%s],"id":%d,"type":101}`+"\n", l, 5000000+i)
+		}
+		fmt.Fprintf(p, `@nix {"action":"stop","id":%d}`+"\n", 5000000+i)
+	}
+	p.Write([]byte(strings.Repeat("y", 3<<20) + " tail of an overlong line\nlast line\n"))
+	p.Write([]byte(`@nix {"action":"msg","level":0,"msg":"error: builder for '/nix/store/7ww41kl7pj1rshl0p0ijw93hwsmr0w3m-d299.drv' failed with exit code 1"}` + "\n"))
+
+	big = ""
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 8<<20 {
+		t.Errorf("the parser holds %d MiB after the flood", grown>>20)
+	}
+	if last.Copied != copies || len(last.CopiedPaths) != maxRecentCopies || !strings.HasSuffix(last.CopiedPaths[maxRecentCopies-1], fmt.Sprintf("-p%d", copies-1)) {
+		t.Errorf("copied %d, last %d paths ending %v", last.Copied, len(last.CopiedPaths), last.CopiedPaths[len(last.CopiedPaths)-1:])
+	}
+	errs := p.Errors()
+	if len(errs) == 0 || !strings.Contains(errs[len(errs)-1].Message, "d299.drv' failed with exit code 1") {
+		t.Fatalf("the last error is lost: %d errors", len(errs))
+	}
+	if prev := errs[len(errs)-2]; !strings.HasPrefix(prev.Message, "error 299: xxx") || !strings.HasSuffix(prev.Message, truncatedMark) || len(prev.Message) > maxKeptLine {
+		t.Errorf("an error of a MiB is kept as %d bytes ending %q", len(prev.Message), prev.Message[max(0, len(prev.Message)-30):])
+	}
+	log := p.BuildLog("/nix/store/7ww41kl7pj1rshl0p0ijw93hwsmr0w3m-d299.drv")
+	if len(log) != maxLogLines || !strings.HasPrefix(log[len(log)-1], "log 11: xxx") || !strings.HasSuffix(log[len(log)-1], truncatedMark) {
+		t.Errorf("the failed derivation's log tail: %d lines", len(log))
+	}
+	plain := p.Plain()
+	if len(plain) < 2 || plain[len(plain)-1] != "last line" || !strings.HasPrefix(plain[len(plain)-2], "yyy") || len(plain[len(plain)-2]) > maxKeptLine {
+		t.Errorf("plain lines: %d, the last two not the overlong line's start and %q", len(plain), "last line")
+	}
+	for _, l := range plain {
+		if strings.Contains(l, "tail of an overlong line") {
+			t.Errorf("the rest of an overlong line became a line of its own")
+		}
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/monibahmed/nixos-config/internal/ui"
 )
 
 // DefaultLimit caps what a command may print on each of stdout and stderr
@@ -61,7 +63,11 @@ func (e *ExitError) Error() string {
 	if msg == "" {
 		msg = strings.TrimSpace(e.Stdout)
 	}
-	return fmt.Sprintf("remote command exited with status %d: %s", e.Code, strings.Join(LastLines(msg, 3), " | "))
+	// The remote side's text is untrusted: bounded and made visible.
+	if len(msg) > 64<<10 {
+		msg = msg[len(msg)-64<<10:]
+	}
+	return fmt.Sprintf("remote command exited with status %d: %s", e.Code, ui.Sanitize(strings.Join(LastLines(msg, 3), " | "), 300))
 }
 
 // LastLines returns the last n non-empty lines of s.

@@ -116,6 +116,10 @@ func (s *Session) Lock(ctx context.Context, info string, wait bool, onWait func(
 		watch.close()
 		l.done <- err
 	}()
+	// Without wait the script answers at once: one deadline from the
+	// start. With wait, only the script's own "waiting" lines (once a
+	// second while another deployer or an activation holds the target)
+	// extend it; anything else the target prints does not.
 	lastNote := time.Time{}
 	timeout := time.NewTimer(s.Limits.Command)
 	defer timeout.Stop()
@@ -127,13 +131,24 @@ func (s *Session) Lock(ctx context.Context, info string, wait bool, onWait func(
 				pw.Close()
 				return nil, s.lockError(err, watch.last(), stderr.String())
 			}
-			timeout.Reset(s.Limits.Command)
 			kind, holder, _ := strings.Cut(line, " ")
 			holder = Clean(holder, 200)
 			switch kind {
 			case "locked":
-				return l, nil
+				if line == "locked" {
+					return l, nil
+				}
 			case "waiting", "waiting-activation":
+				if !wait {
+					continue
+				}
+				if !timeout.Stop() {
+					select {
+					case <-timeout.C:
+					default:
+					}
+				}
+				timeout.Reset(s.Limits.Command)
 				if onWait != nil && time.Since(lastNote) > 10*time.Second {
 					lastNote = time.Now()
 					if kind == "waiting-activation" {
@@ -146,7 +161,11 @@ func (s *Session) Lock(ctx context.Context, info string, wait bool, onWait func(
 		case <-timeout.C:
 			abandon()
 			l.Release()
-			return nil, &Error{Section: trouble.Locks, Cause: "taking the deploy lock on " + s.Name + " did not finish in time", Remedy: "check sudo and flock (util-linux) on the target"}
+			cause := fmt.Sprintf("taking the deploy lock on %s did not finish within %v", s.Name, s.Limits.Command)
+			if last := watch.last(); last != "" {
+				cause += " (its last line: " + Clean(last, 100) + ")"
+			}
+			return nil, &Error{Section: trouble.Locks, Cause: cause, Remedy: "check sudo and flock (util-linux) on the target, or raise -cmdtimeout"}
 		case <-ctx.Done():
 			abandon()
 			l.Release()

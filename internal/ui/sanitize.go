@@ -145,10 +145,11 @@ func IsClean(s string) bool {
 }
 
 // safeLines is the last line of defence for text this package prints
-// (Printer.Linef): our own colour codes, newlines and tabs stay, every other
-// control character and escape sequence is made visible as Sanitize does.
-// Its length is not bounded: remote text must be bounded by Sanitize first.
-func safeLines(s string) string {
+// (Printer.Linef): newlines and tabs stay, our own colour codes too when
+// colour is on, every other control character and escape sequence is made
+// visible as Sanitize does. Its length is not bounded: remote text must be
+// bounded by Sanitize first.
+func safeLines(s string, color bool) string {
 	clean := true
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 && c != '\n' && c != '\t' || c == 0x7f || c >= 0x80 {
@@ -161,7 +162,7 @@ func safeLines(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); {
-		if code := paletteCode(s[i:]); code != "" {
+		if code := paletteCode(s[i:]); code != "" && color {
 			b.WriteString(code)
 			i += len(code)
 			continue

@@ -17,7 +17,7 @@ type cell struct {
 
 // tableCell renders c for a table: our own colour codes kept, all other text
 // sanitized, at most max columns wide (cut with "…").
-func tableCell(c string, max int) cell {
+func tableCell(c string, max int, color bool) cell {
 	type tok struct {
 		s    string
 		w    int
@@ -26,7 +26,7 @@ func tableCell(c string, max int) cell {
 	var toks []tok
 	total := 0
 	for len(c) > 0 && total <= max {
-		if code := paletteCode(c); code != "" {
+		if code := paletteCode(c); code != "" && color {
 			toks = append(toks, tok{s: code, code: true})
 			c = c[len(code):]
 			continue

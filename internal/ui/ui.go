@@ -31,9 +31,17 @@ func New(w io.Writer) *Printer {
 	p := &Printer{W: w, Now: time.Now}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.TTY = true
-		p.Color = os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+		p.Color = colorAllowed()
 	}
 	return p
+}
+
+func colorAllowed() bool { return os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb" }
+
+// colorWriter tells whether w takes colours (as New decides).
+func colorWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd())) && colorAllowed()
 }
 
 const (
@@ -53,12 +61,13 @@ func (p *Printer) paint(code, s string) string {
 
 // Linef writes one line; off a terminal it starts with a UTC timestamp.
 // Control characters and escape sequences other than this package's colours
-// are shown escaped (see Sanitize), newlines and tabs are kept; text from a
-// remote source must still be bounded with Sanitize before it is passed in.
+// (these too when colour is off) are shown escaped (see Sanitize), newlines
+// and tabs are kept; text from a remote source must still be bounded with
+// Sanitize before it is passed in.
 func (p *Printer) Linef(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	msg := safeLines(fmt.Sprintf(format, args...))
+	msg := safeLines(fmt.Sprintf(format, args...), p.Color)
 	if !p.TTY {
 		now := time.Now
 		if p.Now != nil {
@@ -83,9 +92,10 @@ func (p *Printer) Bold(s string) string { return p.paint(bold, s) }
 
 // Table writes rows aligned in columns under a header. Cells are shown as
 // one line of at most MaxCell columns: the colour codes of this package
-// (OK, Bad, Warning, Bold) are kept and take no width, everything else is
-// passed through Sanitize, so a cell never carries a raw control character
-// and no row grows wider than the columns times MaxCell.
+// (OK, Bad, Warning, Bold) are kept and take no width when w takes colours
+// (a terminal, no NO_COLOR), everything else is passed through Sanitize, so
+// a cell never carries a raw control character and no row grows wider than
+// the columns times MaxCell.
 func Table(w io.Writer, header []string, rows [][]string) error {
 	return TableMax(w, header, rows, MaxCell)
 }
@@ -93,6 +103,11 @@ func Table(w io.Writer, header []string, rows [][]string) error {
 // TableMax is Table with cells of up to maxCell columns, for local data
 // that is longer by nature (store paths).
 func TableMax(w io.Writer, header []string, rows [][]string, maxCell int) error {
+	return table(w, header, rows, maxCell, colorWriter(w))
+}
+
+// table: color keeps this package's colour codes.
+func table(w io.Writer, header []string, rows [][]string, maxCell int, color bool) error {
 	if maxCell < 2 {
 		maxCell = MaxCell
 	}
@@ -104,7 +119,7 @@ func TableMax(w io.Writer, header []string, rows [][]string, maxCell int) error 
 			if j >= len(widths) {
 				break
 			}
-			cl := tableCell(c, maxCell)
+			cl := tableCell(c, maxCell, color)
 			cells[i] = append(cells[i], cl)
 			if cl.width > widths[j] {
 				widths[j] = cl.width

@@ -99,11 +99,11 @@ func TestSanitizeLines(t *testing.T) {
 func TestTableSanitizesAndBoundsCells(t *testing.T) {
 	p := &Printer{Color: true}
 	var b bytes.Buffer
-	err := Table(&b, []string{"HOST", "KEY"}, [][]string{
+	err := table(&b, []string{"HOST", "KEY"}, [][]string{
 		{"evil\x1b]0;pwned\a\x1b[2J\rlab-server", p.OK("known")},
 		{strings.Repeat("h", 10<<20), p.Bad(strings.Repeat("x", 100))},
 		{"日本語", "\x1b[8mhidden\x1b[0m"},
-	})
+	}, MaxCell, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,5 +167,23 @@ func TestSanitizeError(t *testing.T) {
 	}
 	if SanitizeError(nil, 0) != nil {
 		t.Fatal("nil")
+	}
+}
+
+// Colour off (NO_COLOR, not a terminal): no escape byte at all, this
+// package's colour codes included (remote text may carry them).
+func TestColorOffEscapesPalette(t *testing.T) {
+	var b bytes.Buffer
+	p := &Printer{W: &b, Color: false, Now: func() time.Time { return time.Date(2026, 11, 26, 1, 2, 3, 0, time.UTC) }}
+	p.Linef("%s from %s", p.Bad("failed"), "\x1b[31mred\x1b[0m")
+	if got, want := b.String(), `2026-11-26T01:02:03Z failed from \x1b[31mred\x1b[0m`+"\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	b.Reset()
+	if err := Table(&b, []string{"HOST", "KEY"}, [][]string{{"\x1b[31mlab\x1b[0m", p.OK("known")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), "HOST"+strings.Repeat(" ", 16)+"KEY\n"+`\x1b[31mlab\x1b[0m`+"  known\n"; got != want {
+		t.Fatalf("table: got %q, want %q", got, want)
 	}
 }
