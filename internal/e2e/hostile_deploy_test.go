@@ -94,7 +94,7 @@ func TestHostileDeployPreflightHangs(t *testing.T) {
 	f.install("lab-server", "hostname", sleeper(`lab-server\n`))
 	m := f.mageMeasured(100*time.Second, "deploy", "lab-server", "-", "-lab", "-timeout=3s", "-cmdtimeout=5s")
 	f.fakeRan("lab-server", "/tmp/hostile-sleepers")
-	m.failsBounded(t, "lab-server: preflight", "did not finish `preflight` within 5s", "answers in time")
+	m.failsBounded(t, "lab-server: preflight", "did not finish `preflight` within 5s", "answers in time (-cmdtimeout gives it more)")
 	f.stillOn("lab-server", 0)
 }
 

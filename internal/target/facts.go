@@ -51,7 +51,7 @@ func (s *Session) ReadFacts(ctx context.Context) (Facts, error) {
 	out, err := s.Run(ctx, "preflight", factsScript, nil)
 	if err != nil {
 		e := commandError("the preflight probe", err, out)
-		e.Remedy = "check that the target runs a POSIX shell for " + s.User + " and answers in time"
+		e.Remedy = "check that the target runs a POSIX shell for " + s.User + " and answers in time (-cmdtimeout gives it more)"
 		return Facts{}, e
 	}
 	var f Facts
