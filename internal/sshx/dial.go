@@ -280,7 +280,11 @@ func (c *Client) startKeepalive() {
 				inFlight = false
 				lastReply = time.Now()
 			case <-tick.C:
-				if silent := time.Since(lastReply); silent >= ka.DeadAfter {
+				// Dead: a keepalive is unanswered and nothing came back for
+				// DeadAfter (so at most DeadAfter plus one interval after
+				// the peer stopped; a live peer answering every keepalive
+				// is never dead, whatever the two durations).
+				if silent := time.Since(lastReply); inFlight && silent >= ka.DeadAfter {
 					c.declareDead(silent)
 					return
 				}

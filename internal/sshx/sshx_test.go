@@ -197,7 +197,13 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 		_, err := c.Exec(context.Background(), Command{Line: "sleep", Stdin: pr})
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// A peer answering the keepalives lives, even when the dead-peer time
+	// is the interval: three intervals, and the command still runs.
+	select {
+	case err := <-done:
+		t.Fatalf("a live peer was declared dead: %v", err)
+	case <-time.After(3500 * time.Millisecond):
+	}
 	srv.frozen.Store(true)
 	select {
 	case err := <-done:
