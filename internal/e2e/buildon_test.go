@@ -434,6 +434,29 @@ func TestBuildFailsOnBuildHost(t *testing.T) {
 	}
 }
 
+// Two targets built on one build host whose sshd allows two sessions per
+// connection (MaxSessions; 10 by default): their builds, bridges and
+// copies share the run's one connection there, wait for sessions, and
+// both deploy.
+func TestBuildHostFewSessions(t *testing.T) {
+	f := newFixture(t)
+	const builder = "dev-workstation"
+	buildsOnForeignHost(t, f, "media-center", builder, 2)
+	buildsOnForeignHost(t, f, "lab-server", builder, 2)
+	ctx := context.Background()
+	if err := f.lab.SSHDOption(ctx, builder, "MaxSessions", "2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.lab.SSHDOption(ctx, builder, "MaxSessions", "") })
+	r := f.mage("deployAll", "-lab", "-on=media-center,lab-server")
+	succeeds(t, r)
+	for _, host := range []string{"media-center", "lab-server"} {
+		if f.generation(host) != 1 || !validOn(f, builder, f.current(host)) {
+			t.Errorf("%s: generation %d, built on %s: %v\n%s", host, f.generation(host), builder, validOn(f, builder, f.current(host)), r.Combined())
+		}
+	}
+}
+
 // runDirs lists the deployments' directories on a lab host (its /tmp).
 func runDirs(f *fixture, host string) string {
 	return f.exec(host, "ls -d /tmp/nixos-config-run.* 2>/dev/null || true")

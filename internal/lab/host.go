@@ -124,6 +124,8 @@ func sudoRule(user string, password bool) string {
 	return user + " ALL=(ALL) NOPASSWD: ALL\n"
 }
 
+// sshdConfig: MaxSessions is sshd's default, which NixOS keeps (a
+// deployment must live with it: see sshx's newSession).
 func sshdConfig(addr, user string) string {
 	return `# Written by the lab (internal/lab).
 ListenAddress ` + addr + `
@@ -140,7 +142,7 @@ AllowUsers ` + user + `
 AuthorizedKeysFile .ssh/authorized_keys
 LogLevel VERBOSE
 MaxStartups 200:30:400
-MaxSessions 50
+MaxSessions 10
 PrintMotd no
 `
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skeema/knownhosts"
@@ -37,6 +38,9 @@ type Client struct {
 	stopKA  chan struct{}
 	kaDone  chan struct{}
 	onClose []func()
+	// sessions open on the connection (started, not yet waited for or
+	// closed): only while others are open may a refused one free up.
+	sessions atomic.Int32
 }
 
 // Config returns the resolved settings of the connection.

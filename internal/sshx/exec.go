@@ -115,11 +115,17 @@ func (c *Client) Start(ctx context.Context, line string) (*Proc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("interrupted: %w", err)
 	}
-	sess, err := c.client.NewSession()
+	sess, err := c.newSession(ctx)
 	if err != nil {
+		var se *Error
+		if errors.As(err, &se) {
+			return nil, err
+		}
 		return nil, c.lostErr(fmt.Errorf("opening an SSH session to %s: %w", c.cfg.Host, err))
 	}
-	p := &Proc{wait: sess.Wait, kill: func() { sess.Close() }, host: c.cfg.Host,
+	var ended sync.Once
+	end := func() { ended.Do(func() { c.sessions.Add(-1) }) }
+	p := &Proc{wait: func() error { err := sess.Wait(); end(); return err }, kill: func() { sess.Close(); end() }, host: c.cfg.Host,
 		exit: func(err error, out Output) error { return c.exitErr(err, line, out) }}
 	if p.Stdin, err = sess.StdinPipe(); err == nil {
 		if p.Stdout, err = sess.StdoutPipe(); err == nil {
@@ -130,10 +136,61 @@ func (c *Client) Start(ctx context.Context, line string) (*Proc, error) {
 		err = sess.Start(PosixLine(line))
 	}
 	if err != nil {
-		sess.Close()
+		p.kill()
 		return nil, c.lostErr(fmt.Errorf("starting a command on %s: %w", c.cfg.Host, err))
 	}
 	return p, nil
+}
+
+// MaxSessionWait bounds how long a session refused by the server's
+// MaxSessions is asked for again.
+const MaxSessionWait = 10 * time.Minute
+
+// newSession opens a session channel. sshd refuses more than MaxSessions
+// at once on one connection (10 by default, on NixOS too; OpenSSH answers
+// "open failed"), and a run may use one connection for more: a build host
+// serves the builds, bridges and copies of several targets. A refused
+// session is asked for again as the others end (backing off to a second),
+// for up to MaxSessionWait; with none of ours open (for two seconds),
+// nothing will end, and the refusal is final.
+func (c *Client) newSession(ctx context.Context) (*ssh.Session, error) {
+	deadline := time.Now().Add(MaxSessionWait)
+	wait := 20 * time.Millisecond
+	var alone time.Time
+	for {
+		sess, err := c.client.NewSession()
+		if err == nil {
+			c.sessions.Add(1)
+			return sess, nil
+		}
+		var oe *ssh.OpenChannelError
+		if !errors.As(err, &oe) || (oe.Reason != ssh.ConnectionFailed && oe.Reason != ssh.Prohibited) {
+			return nil, err
+		}
+		// None of ours open (for longer than sshd takes to see the last
+		// one closed): nothing will free up.
+		switch {
+		case c.sessions.Load() > 0:
+			alone = time.Time{}
+		case alone.IsZero():
+			alone = time.Now()
+		case time.Since(alone) > 2*time.Second:
+			return nil, &Error{Kind: KindOther, Address: c.cfg.Host, Err: err,
+				Cause:  fmt.Sprintf("%s refused to open an SSH session (%s)", c.cfg.Host, ui.Sanitize(oe.Message, 100)),
+				Remedy: "check sshd there (its log says why: MaxSessions, a resource limit)"}
+		}
+		if time.Now().After(deadline) {
+			return nil, &Error{Kind: KindSlow, Address: c.cfg.Host, Err: err,
+				Cause:  fmt.Sprintf("%s refused another SSH session on this connection for %v (%s)", c.cfg.Host, MaxSessionWait, ui.Sanitize(oe.Message, 100)),
+				Remedy: "raise sshd's MaxSessions there (services.openssh.settings.MaxSessions on NixOS; 10 by default) or deploy fewer targets at once (-jobs)"}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // Run runs a command with captured, bounded output (the common case).

@@ -31,6 +31,8 @@ type testServer struct {
 	handle   handler
 	frozen   atomic.Bool // stop reading from connections
 	sessions atomic.Int32
+	open     atomic.Int32 // sessions open now
+	max      atomic.Int32 // refuse more open sessions than this (0: no limit; -1: all), like sshd's MaxSessions
 	forwards atomic.Int32
 	conns    atomic.Int32
 	mu       sync.Mutex
@@ -122,12 +124,17 @@ func (s *testServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 	for nc := range chans {
 		switch nc.ChannelType() {
 		case "session":
+			if m := s.max.Load(); m < 0 || (m > 0 && s.open.Load() >= m) {
+				nc.Reject(ssh.ConnectionFailed, "open failed") // as OpenSSH does
+				continue
+			}
 			ch, creqs, err := nc.Accept()
 			if err != nil {
 				continue
 			}
 			s.sessions.Add(1)
-			go s.session(ch, creqs)
+			s.open.Add(1)
+			go func() { s.session(ch, creqs); s.open.Add(-1) }()
 		case "direct-tcpip":
 			var p struct {
 				Host     string

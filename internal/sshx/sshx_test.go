@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -330,5 +331,67 @@ func TestHostKeyTypeMismatch(t *testing.T) {
 	var se *Error
 	if !errors.As(err, &se) || se.Kind != KindKeyType || !strings.Contains(se.Error(), "offers no host key of the type") {
 		t.Fatalf("key type: %v", err)
+	}
+}
+
+// A server that allows two sessions per connection (sshd's MaxSessions)
+// refuses the third: it is asked for again as the others end, and every
+// command runs.
+func TestSessionsRefusedAreAskedAgain(t *testing.T) {
+	srv, cfg := echoServer(t)
+	srv.max.Store(2)
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 6
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pr, pw := io.Pipe()
+			go func() { time.Sleep(200 * time.Millisecond); pw.Close() }()
+			_, err := c.Exec(context.Background(), Command{Line: "sleep", Stdin: pr})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a command failed: %v", err)
+		}
+	}
+	if got := srv.sessions.Load(); got != n {
+		t.Fatalf("%d sessions ran, want %d", got, n)
+	}
+	// Interrupted while waiting for a session: stops waiting.
+	hold, release := io.Pipe()
+	defer release.Close()
+	for i := 0; i < 2; i++ {
+		go c.Exec(context.Background(), Command{Line: "sleep", Stdin: hold})
+	}
+	for srv.open.Load() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.Exec(ctx, Command{Line: "echo"}); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("waiting for a session while interrupted: %v", err)
+	}
+	// A server refusing every session: with none of ours open, the
+	// refusal is final, with sshd as the cause.
+	release.Close()
+	srv.max.Store(-1)
+	for c.sessions.Load() > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err = c.Exec(context.Background(), Command{Line: "echo"})
+	var se *Error
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "refused to open an SSH session (open failed): check sshd there") {
+		t.Fatalf("a server refusing all sessions: %v", err)
 	}
 }
