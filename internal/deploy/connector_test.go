@@ -21,7 +21,7 @@ func resolveAs(t *testing.T, o Options, conf string, tg inventory.Target) sshx.C
 	if err := prepareTargets(targets, o); err != nil {
 		t.Fatal(err)
 	}
-	c := SSHConnector{KnownHosts: []string{"/kh"}, Timeout: o.ConnectTimeout, Keepalive: sshx.Keepalive{DeadAfter: o.DeadPeer}}
+	c := NewSSHConnector(o, []string{"/kh"}, nil)
 	c.ConfigFiles = []string{conf}
 	cfg, err := c.Resolve(targets[0])
 	if err != nil {
@@ -57,8 +57,9 @@ func TestConnectTimeoutAndDeadPeerPrecedence(t *testing.T) {
 	if cfg.Timeout != 3*time.Second || cfg.Keepalive.Interval != 2*time.Second || cfg.Keepalive.DeadAfter != 8*time.Second {
 		t.Fatalf("ssh_config: timeout %v keepalive %+v", cfg.Timeout, cfg.Keepalive)
 	}
-	cfg = resolveAs(t, Options{ConnectTimeout: 7 * time.Second, DeadPeer: 6 * time.Second}, conf, tg)
-	if cfg.Timeout != 7*time.Second || cfg.Keepalive.DeadAfter != 6*time.Second || cfg.Keepalive.Interval != 2*time.Second {
+	// The flag's dead-peer time brings its own interval (a third of it).
+	cfg = resolveAs(t, Options{ConnectTimeout: 7 * time.Second, DeadPeer: 9 * time.Second}, conf, tg)
+	if cfg.Timeout != 7*time.Second || cfg.Keepalive.DeadAfter != 9*time.Second || cfg.Keepalive.Interval != 3*time.Second {
 		t.Fatalf("flags: timeout %v keepalive %+v", cfg.Timeout, cfg.Keepalive)
 	}
 	cfg = resolveAs(t, Options{}, writeSSHConfig(t, ""), tg)
@@ -89,5 +90,3 @@ func TestPortPrecedence(t *testing.T) {
 		t.Fatalf("default: port %d", cfg.Port)
 	}
 }
-
-func NewSSHConnectorTmp() {}

@@ -52,10 +52,10 @@ func Check(path string) error {
 		return fmt.Errorf("no signing key at %s: create one with `mage signingKey` (then commit the public key it writes under %s and deploy it once with -trust=sudo)", path, KeysDir)
 	}
 	if err != nil {
-		return fmt.Errorf("signing key %s: %w", path, err)
+		return fmt.Errorf("signing key %s: %w: %s", path, err, fixRemedy)
 	}
 	if !info.Mode().IsRegular() {
-		return fmt.Errorf("signing key %s is not a regular file", path)
+		return fmt.Errorf("signing key %s is not a regular file: point -signingkey at the key file itself, or create one with `mage signingKey`", path)
 	}
 	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
 		return fmt.Errorf("signing key %s belongs to another user (uid %d): it must be yours alone: %s", path, st.Uid, fixRemedy)
@@ -65,7 +65,7 @@ func Check(path string) error {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("signing key %s cannot be read (%v): %s", path, errors.Unwrap(err), fixRemedy)
+		return fmt.Errorf("signing key %s cannot be read (%w): %s", path, errors.Unwrap(err), fixRemedy)
 	}
 	f.Close()
 	return nil

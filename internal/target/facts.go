@@ -2,11 +2,13 @@ package target
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/monibahmed/nixos-config/internal/sshx"
 	"github.com/monibahmed/nixos-config/internal/trouble"
 )
 
@@ -51,7 +53,15 @@ func (s *Session) ReadFacts(ctx context.Context) (Facts, error) {
 	out, err := s.Run(ctx, "preflight", factsScript, nil)
 	if err != nil {
 		e := commandError("the preflight probe", err, out)
-		e.Remedy = "check that the target runs a POSIX shell for " + s.User + " and answers in time (-cmdtimeout gives it more)"
+		var se *sshx.Error
+		switch {
+		case errors.As(err, &se) && se.Kind == sshx.KindSlow:
+			e.Remedy = "check that the target runs a POSIX shell for " + s.User + " and answers in time (-cmdtimeout gives it more)"
+		case errors.As(err, &se) && se.Kind != sshx.KindTooMuch:
+			// The connection's own trouble: its remedy stands.
+		default:
+			e.Remedy = "check that the target runs a POSIX shell for " + s.User + " (its shell startup files print nothing)"
+		}
 		return Facts{}, e
 	}
 	var f Facts
