@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/monibahmed/nixos-config/internal/inventory"
@@ -234,9 +235,10 @@ func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
 		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + e.Error(),
 			Remedy: "fix the configuration at that location (mage check shows it too)", Err: e}
 	}
-	// No derivation named and no store problem: nothing was built, the
-	// evaluation failed (a failed assertion, a missing option value).
-	if e.Drv == "" && nix.ClassifyStoreError(e.Message) == nix.StoreUnknown {
+	// No derivation named, no store problem, and Nix's words for a failed
+	// evaluation (a failed assertion, a missing option value): nothing
+	// was built.
+	if e.Drv == "" && nix.ClassifyStoreError(e.Message) == nix.StoreUnknown && evalMessageRE.MatchString(e.Message) {
 		return &Failure{Section: trouble.Eval, Target: name, Stage: StageBuild, Cause: "evaluation error: " + strings.TrimSuffix(e.Message, "."),
 			Remedy: "fix the configuration (mage check shows the same error)", Err: e}
 	}
@@ -251,6 +253,9 @@ func failureFromNix(name string, e *nix.Error, p *nix.LogParser) *Failure {
 	}
 	return f
 }
+
+// evalMessageRE: what Nix (2.8 to 2.34) says of evaluations that failed.
+var evalMessageRE = regexp.MustCompile(`(?i)failed assertions|assertion .* failed|while evaluating|undefined variable|infinite recursion|attribute '.*' (missing|already defined)|option .* (does not exist|is used but not defined|has conflicting)|called without required argument|called with unexpected argument|cannot coerce|value is (a|an|null|true|false) .* while .* was expected|evaluation aborted`)
 
 func buildFailure(name string, p *nix.LogParser, root string, err error) *Failure {
 	errs := p.Errors()

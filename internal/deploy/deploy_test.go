@@ -115,6 +115,13 @@ func TestAttributeErrors(t *testing.T) {
 		strings.Contains(f.Error(), "build failed") || strings.Contains(f.Error(), "builder's output") {
 		t.Errorf("assertion: %v", f)
 	}
+	// A failure without location or derivation that is no evaluation's
+	// (a download during the build) is not called an evaluation error.
+	p4 := &nix.LogParser{}
+	p4.Write([]byte(`@nix {"action":"msg","level":0,"msg":"error: unable to download 'https://example.invalid/x.tar.gz': Couldn't resolve host name (6)"}` + "\n"))
+	if f := buildFailure("media-center", p4, "/repo", errors.New("exit status 1")); f == nil || strings.Contains(f.Error(), "evaluation error") {
+		t.Errorf("download: %v", f)
+	}
 	// An error in the shared modules fails every target.
 	p2 := &nix.LogParser{}
 	p2.Write([]byte(`@nix {"action":"msg","level":0,"file":"/nix/store/wn3291ahkkp1fxc5y8dzhjkqf65fiawk-source/targets/common/base.nix","line":3,"column":1,"msg":"e","raw_msg":"undefined variable 'x'"}` + "\n"))

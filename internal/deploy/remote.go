@@ -195,9 +195,12 @@ func (bh *buildHost) releaseDir() {
 	_ = p.Stdin.Close()
 	done := make(chan struct{})
 	go func() { _ = p.Wait(); close(done) }()
+	// Its removal runs once its input ends, whether or not this waits:
+	// a little, so that a clean run leaves nothing behind, not long (a
+	// hung builder must not hold the run's end).
 	select {
 	case <-done:
-	case <-time.After(bh.sess.Limits.Command):
+	case <-time.After(min(2*time.Second, bh.sess.Limits.Command)):
 	}
 	_ = p.Close()
 }
