@@ -603,8 +603,17 @@ func (r *runner) discovery(ctx context.Context, rep *Report, n int) error {
 		s = time.Now()
 		buf.Reset()
 		// -n: no DNS lookups (no query may leave the lab).
-		if err := r.ex.Run(ctx, run.Cmd{Name: "nmap", Args: []string{"-n", "-p22", "--open", r.cfg.Subnet}, Stdout: &buf}); err != nil {
-			return err
+		if err := r.ex.Run(ctx, run.Cmd{Name: "nmap", Args: []string{"-n", "-p22", "--open", r.cfg.Subnet}, Stdout: &buf, Stderr: &buf}); err != nil {
+			// nmap's list of interfaces, read once at its start, can miss
+			// the lab's just-made bridge ("route_dst_netlink: can't find
+			// interface"): once more, timed afresh.
+			r.logf("discovery: nmap failed (%v: %s); once more", err, strings.TrimSpace(buf.String()))
+			time.Sleep(time.Second)
+			s = time.Now()
+			buf.Reset()
+			if err := r.ex.Run(ctx, run.Cmd{Name: "nmap", Args: []string{"-n", "-p22", "--open", r.cfg.Subnet}, Stdout: &buf, Stderr: &buf}); err != nil {
+				return fmt.Errorf("nmap -n -p22 --open %s: %w: %s", r.cfg.Subnet, err, strings.TrimSpace(buf.String()))
+			}
 		}
 		nm = append(nm, time.Since(s).Seconds())
 		rep.NmapFound = strings.Count(buf.String(), "22/tcp open")

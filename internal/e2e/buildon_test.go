@@ -373,15 +373,10 @@ func TestCheckLintsBuild(t *testing.T) {
 	}
 }
 
-// The system built on a build host is rooted there until the deployment
-// ends: a garbage collection on the build host (its nix.gc.automatic,
-// someone's nix-collect-garbage) between the build and the copy cannot
-// take it away. (During the copy, Nix's runtime roots, the command line of
-// the build host's `nix copy`, hold it anyway.) After the deployment the
-// root is gone again.
-func TestBuildHostRootsSystem(t *testing.T) {
-	f := newFixture(t)
-	const host, builder = "media-center", "dev-workstation"
+// copyingFromBuildHost starts a deployment of host, built on builder, and
+// returns once it copies (3 MiB over a 2 Mbit/s link: a few seconds).
+func copyingFromBuildHost(t *testing.T, f *fixture, host, builder string) (*exec.Cmd, *syncBuilder) {
+	t.Helper()
 	buildsOnForeignHost(t, f, host, builder, 3)
 	ctx := context.Background()
 	if err := f.lab.Shape(ctx, host, lab.Link{RateMbit: 2}); err != nil {
@@ -390,6 +385,19 @@ func TestBuildHostRootsSystem(t *testing.T) {
 	t.Cleanup(func() { f.lab.Shape(ctx, host, lab.Link{}) })
 	cmd, out := startMage(t, f, host+": copy", "deploy", host, "-", "-lab")
 	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, out
+}
+
+// The system built on a build host is rooted there until the deployment// The system built on a build host is rooted there until the deployment
+// ends: a garbage collection on the build host (its nix.gc.automatic,
+// someone's nix-collect-garbage) between the build and the copy cannot
+// take it away. (During the copy, Nix's runtime roots, the command line of
+// the build host's `nix copy`, hold it anyway.) After the deployment the
+// root is gone again.
+func TestBuildHostRootsSystem(t *testing.T) {
+	f := newFixture(t)
+	const host, builder = "media-center", "dev-workstation"
+	cmd, out := copyingFromBuildHost(t, f, host, builder)
 	// The builder's indirect roots (its own /nix) that point into a
 	// deployment's directory, and what they hold.
 	roots := f.exec(builder, `for l in /nix/var/nix/gcroots/auto/*; do r=$(readlink "$l"); case $r in /tmp/nixos-config-run.*) [ -L "$r" ] && echo "$r" "$(readlink "$r")";; esac; done; true`)
@@ -467,14 +475,7 @@ func runDirs(f *fixture, host string) string {
 func TestBuildHostKilledDeployerLeavesNoRoot(t *testing.T) {
 	f := newFixture(t)
 	const host, builder = "media-center", "dev-workstation"
-	buildsOnForeignHost(t, f, host, builder, 3)
-	ctx := context.Background()
-	if err := f.lab.Shape(ctx, host, lab.Link{RateMbit: 2}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.lab.Shape(ctx, host, lab.Link{}) })
-	cmd, out := startMage(t, f, host+": copy", "deploy", host, "-", "-lab")
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, out := copyingFromBuildHost(t, f, host, builder)
 	during := runDirs(f, builder)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -494,7 +495,7 @@ func TestBuildHostKilledDeployerLeavesNoRoot(t *testing.T) {
 	if f.generation(host) != 0 {
 		t.Fatalf("generation %d after a deployer killed during the copy", f.generation(host))
 	}
-	f.lab.Shape(ctx, host, lab.Link{})
+	f.lab.Shape(context.Background(), host, lab.Link{})
 	succeeds(t, f.mage("deploy", host, "-", "-lab"))
 	if f.generation(host) != 1 || runDirs(f, builder) != "" {
 		t.Fatalf("generation %d, directories left on the build host: %q", f.generation(host), runDirs(f, builder))
