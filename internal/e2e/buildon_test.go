@@ -455,7 +455,7 @@ func TestBuildHostFewSessions(t *testing.T) {
 	if err := f.lab.SSHDOption(ctx, builder, "MaxSessions", "2"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.lab.SSHDOption(ctx, builder, "MaxSessions", "") })
+	t.Cleanup(func() { f.lab.SSHDOption(ctx, builder, "MaxSessions", lab.MaxSessions) })
 	r := f.mage("deployAll", "-lab", "-on=media-center,lab-server")
 	succeeds(t, r)
 	for _, host := range []string{"media-center", "lab-server"} {
