@@ -150,7 +150,10 @@ func (j *job) finish(ctx context.Context, failed *Failure) {
 	if j.act == nil {
 		return
 	}
-	if ctx.Err() != nil {
+	// Abandoned: the second interrupt (its channel, not only the context
+	// it cancels a moment later: a health check failing right then must
+	// not start a rollback the run then abandons).
+	if ctx.Err() != nil || closed(j.o.Abandon) {
 		j.abandoned(failed)
 		return
 	}
@@ -317,3 +320,16 @@ func (j *job) waitForTarget(ctx context.Context, deadline time.Time) (*target.Se
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// closed tells whether ch is closed (nil: never).
+func closed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
