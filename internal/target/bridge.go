@@ -113,9 +113,9 @@ func (b *Bridge) serve(c net.Conn) {
 	var p *sshx.Proc
 	var err error
 	if b.daemon == DaemonSudo {
-		p, _, err = b.s.StartRoot(b.ctx, "nix-daemon", "nix-daemon", "--stdio", "--store", "daemon")
+		p, _, err = b.s.StartRoot(b.ctx, "nix-daemon", append(sessionBound(), "nix-daemon", "--stdio", "--store", "daemon")...)
 	} else {
-		p, err = b.s.Conn.Start(b.ctx, "nix-daemon --stdio")
+		p, err = b.s.Conn.Start(b.ctx, run.ShellJoin(append(sessionBound(), "nix-daemon", "--stdio")...))
 	}
 	if err != nil {
 		b.mu.Lock()
@@ -165,6 +165,37 @@ func (b *Bridge) serve(c net.Conn) {
 		}
 		b.mu.Unlock()
 	}
+}
+
+// stdioGuard runs "$@" (a `nix-daemon --stdio`) with its standard input
+// fed by cat through a fifo, and kills it the moment the session's input
+// ends: when this side closes the session, or sshd ends it because the
+// connection died. Nix does not stop by itself then: a `nix-daemon
+// --stdio` of Nix 2.26 whose client vanished mid-copy waits for its
+// daemon's answer while the daemon's worker waits for the rest of the
+// path, holding the path's lock; every later copy of that path stalls
+// until someone kills them (seen in the lab: the worker in
+// locks_lock_inode_wait behind the one in read). Killed, the command
+// closes its daemon connection and the worker gives up the lock.
+// The shell closes its own copy of standard output, so that the command's
+// end is seen at once on this side.
+const stdioGuard = `d=$(mktemp -d "${TMPDIR:-/tmp}/nixos-config-stdio.XXXXXX") || exit 1
+trap 'rm -rf "$d"' EXIT
+mkfifo "$d/in" || exit 1
+"$@" <"$d/in" &
+pid=$!
+exec >&-
+cat >"$d/in"
+if kill -KILL "$pid" 2>/dev/null; then
+	wait "$pid"
+	exit 0
+fi
+wait "$pid"`
+
+// sessionBound is the command line prefix that runs a command under
+// stdioGuard.
+func sessionBound() []string {
+	return []string{"sh", "-c", stdioGuard, "nixos-config-stdio"}
 }
 
 // Close stops the bridge: the listener, every carried connection, and the
