@@ -124,11 +124,10 @@ func sudoRule(user string, password bool) string {
 	return user + " ALL=(ALL) NOPASSWD: ALL\n"
 }
 
-// MaxSessions of the lab's sshd. sshd's default (10, NixOS's too) is
-// what a deployment must live with (sshx's newSession waits for a free
-// session); the lab keeps more until the trixie stalls seen with 10 after
-// an interrupted copy are understood (a test sets fewer where it matters).
-const MaxSessions = "50"
+// MaxSessions of the lab's sshd: sshd's default, which NixOS keeps; a
+// deployment must live with it (sshx's newSession waits for a free
+// session). A test sets fewer where it matters and restores this.
+const MaxSessions = "10"
 
 func sshdConfig(addr, user string) string {
 	return `# Written by the lab (internal/lab).
