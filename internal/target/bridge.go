@@ -179,18 +179,25 @@ func (b *Bridge) serve(c net.Conn) {
 // closes its daemon connection and the worker gives up the lock.
 // The shell closes its own copy of standard output, so that the command's
 // end is seen at once on this side.
+// Once the input has ended the session may be gone altogether: the shell
+// says nothing more (its notice of the killed job would die of SIGPIPE
+// and leave the fifo's directory behind).
 const stdioGuard = `d=$(mktemp -d "${TMPDIR:-/tmp}/nixos-config-stdio.XXXXXX") || exit 1
+pid=
 trap 'rm -rf "$d"' EXIT
+trap '[ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null; exit 1' HUP INT TERM PIPE
 mkfifo "$d/in" || exit 1
 "$@" <"$d/in" &
 pid=$!
 exec >&-
 cat >"$d/in"
-if kill -KILL "$pid" 2>/dev/null; then
-	wait "$pid"
-	exit 0
-fi
-wait "$pid"`
+exec 2>/dev/null
+kill -KILL "$pid"
+wait "$pid"
+st=$?
+pid=
+[ "$st" -ne 137 ] || exit 0 # killed here: a session's normal end
+exit "$st"`
 
 // sessionBound is the command line prefix that runs a command under
 // stdioGuard.

@@ -19,7 +19,7 @@ import (
 // command: stdin, stdout and stderr are pipes. It returns the daemon's
 // PID (the script's first line of output) and the pipes. The guard's
 // temporary directory is made in tmp.
-func startGuarded(t *testing.T, tmp, daemon string) (int, *exec.Cmd, io.WriteCloser, *bufio.Reader) {
+func startGuarded(t *testing.T, tmp, daemon string) (int, *exec.Cmd, io.WriteCloser, *bufio.Reader, io.ReadCloser) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "daemon")
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho $$\n"+daemon), 0o755); err != nil {
@@ -33,6 +33,10 @@ func startGuarded(t *testing.T, tmp, daemon string) (int, *exec.Cmd, io.WriteClo
 		t.Fatal(err)
 	}
 	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errPipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +54,7 @@ func startGuarded(t *testing.T, tmp, daemon string) (int, *exec.Cmd, io.WriteClo
 		t.Fatalf("PID line %q: %v", line, err)
 	}
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
-	return pid, cmd, in, out
+	return pid, cmd, in, out, errPipe
 }
 
 // waitExit waits up to 10 seconds (a bound, not a timing claim) for cmd.
@@ -73,7 +77,8 @@ func waitExit(t *testing.T, cmd *exec.Cmd) error {
 // is free for the next copy.
 func TestStdioGuardKillsDaemonWhenInputEnds(t *testing.T) {
 	tmp := t.TempDir()
-	pid, cmd, in, _ := startGuarded(t, tmp, "read -r first\nexec sleep 600\n")
+	pid, cmd, in, _, stderr := startGuarded(t, tmp, "read -r first\nexec sleep 600\n")
+	go io.Copy(io.Discard, stderr)
 	if _, err := io.WriteString(in, "handshake\nmore data the daemon never reads\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,11 +103,12 @@ func TestStdioGuardKillsDaemonWhenInputEnds(t *testing.T) {
 // output at once, though the session's input is still open: the client
 // sees the end instead of waiting for the copy's stall limit.
 func TestStdioGuardDaemonEndClosesOutput(t *testing.T) {
-	_, cmd, in, out := startGuarded(t, t.TempDir(), "read -r first\necho bye\nexit 3\n")
+	_, cmd, in, out, stderr := startGuarded(t, t.TempDir(), "read -r first\necho bye\nexit 3\n")
 	defer in.Close()
 	if _, err := io.WriteString(in, "handshake\n"); err != nil {
 		t.Fatal(err)
 	}
+	go io.Copy(io.Discard, stderr)
 	rest := make(chan string, 1)
 	go func() { b, _ := io.ReadAll(out); rest <- string(b) }()
 	select {
@@ -118,5 +124,26 @@ func TestStdioGuardDaemonEndClosesOutput(t *testing.T) {
 	var ee *exec.ExitError
 	if err := waitExit(t, cmd); err == nil || !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Errorf("the guard's exit: %v (want the daemon's status 3)", err)
+	}
+}
+
+// When this side closes the whole session, sshd closes the command's
+// output pipes and its input alike: the guard, with no one left to read
+// what it says, still kills the daemon and removes its fifo's directory.
+func TestStdioGuardSessionClosedWhole(t *testing.T) {
+	tmp := t.TempDir()
+	pid, cmd, in, _, stderr := startGuarded(t, tmp, "read -r first\nexec sleep 600\n")
+	if _, err := io.WriteString(in, "handshake\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	stderr.Close()
+	in.Close()
+	waitExit(t, cmd)
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Fatalf("daemon %d still runs after its session was closed", pid)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("the guard left %s in its temporary directory", left[0].Name())
 	}
 }
